@@ -1,0 +1,45 @@
+# mpfota: every target installs what it needs (make setup is idempotent and quick once done).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.mpfota-setup
+PORT  ?=
+APT_PACKAGES := mosquitto nginx openssl
+
+.PHONY: setup demo test bench deploy sweep fuzz clean
+
+setup: $(STAMP) apt deps/umqtt/simple.py
+
+$(STAMP): host_tools/pyproject.toml host_tools/requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r host_tools/requirements.txt
+	$(PY) -m pip install -q --no-deps -e host_tools
+	touch $@
+
+# Debian packages the tests use; apt-get update runs only when something is missing.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# umqtt.simple exists on PyPI only as an sdist pip cannot build: fetch it by name, version and sha256.
+deps/umqtt/simple.py: $(STAMP) host_tools/mpfota_host/fetchdeps.py
+	$(PY) -m mpfota_host.fetchdeps deps
+
+demo: setup
+	$(VENV)/bin/mpfota demo
+
+test: setup
+	$(PY) -m pytest tests
+
+bench: setup
+	$(VENV)/bin/mpfota bench
+
+deploy: setup
+	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 (or the pty printed by 'mpfota board serve')"; exit 2; }
+	$(VENV)/bin/mpfota deploy --port $(PORT)
+
+clean:
+	rm -rf $(VENV) deps build .pytest_cache

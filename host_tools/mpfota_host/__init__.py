@@ -1,0 +1,3 @@
+"""Host-side tools for mpfota (CPython)."""
+
+__version__ = "0.1.0"
