@@ -21,9 +21,19 @@ DEVICE_TESTS = paths.TESTS / "device"
 DEFAULT_TIMEOUT = 120
 
 
-def module_path(board: str = "unix", extra: tuple[Path, ...] = ()) -> str:
-    """MICROPYPATH for a device process: tests, device code, the board, fetched deps, frozen."""
-    dirs = [*extra, DEVICE_TESTS, paths.DEVICE, paths.BOARDS / board, paths.DEPS]
+FAKES = paths.TESTS / "fakes"
+
+
+def module_path(board: str = "unix") -> str:
+    """MICROPYPATH for a device process: tests, device code, the board, fetched deps, frozen.
+
+    board="esp32" runs boards/esp32 on the unix port against fakes of the ESP32 modules
+    (tests/fakes/esp32), which keep their flash on the virtual board's simulated NOR flash.
+    """
+    dirs = [DEVICE_TESTS, paths.DEVICE, paths.BOARDS / board]
+    if board == "esp32":
+        dirs += [FAKES / "esp32", paths.BOARDS / "unix"]
+    dirs.append(paths.DEPS)
     return ":".join([*(str(d) for d in dirs), ".frozen"])
 
 
@@ -46,6 +56,7 @@ def run_function(
     env: dict[str, str] | None = None,
     heapsize: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    board: str = "unix",
 ) -> str:
     """Call module.function(**kwargs) in MicroPython; return its output, raise on failure."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -57,7 +68,7 @@ def run_function(
     cmd += [str(DEVICE_TESTS / "_run.py"), module, function, argfile]
     try:
         proc = subprocess.run(
-            cmd, env=device_env(env), capture_output=True, text=True, timeout=timeout,
+            cmd, env=device_env(env, board), capture_output=True, text=True, timeout=timeout,
             errors="replace",
         )
     except subprocess.TimeoutExpired as exc:

@@ -6,7 +6,8 @@ work as usual: the stand-in runs the real function in MicroPython, passing each 
 device-side value (its `to_device()` if it has one, else the value itself, which must be
 JSON-serialisable) and merging each fixture's `device_env()` into the process environment.
 
-Module-level settings, read from the source: `HEAPSIZE = "64K"` and `TIMEOUT = 60`.
+Module-level settings, read from the source: `HEAPSIZE = "64K"`, `TIMEOUT = 60`, and
+`BOARD = "esp32"` (run against boards/esp32 and the ESP32 fakes instead of the unix board).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _literal_settings(tree: ast.Module) -> dict:
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
-            if isinstance(target, ast.Name) and target.id in ("HEAPSIZE", "TIMEOUT"):
+            if isinstance(target, ast.Name) and target.id in ("HEAPSIZE", "TIMEOUT", "BOARD"):
                 settings[target.id] = ast.literal_eval(node.value)
     return settings
 
@@ -46,7 +47,7 @@ def _stand_in(path: Path, module: str, fn: ast.FunctionDef, settings: dict):
                 value = value.to_device()
             kwargs[name] = str(value) if isinstance(value, os.PathLike) else value
         run_function(module, fn.name, kwargs, env=env, heapsize=settings.get("HEAPSIZE"),
-                     timeout=settings.get("TIMEOUT", 120))
+                     timeout=settings.get("TIMEOUT", 120), board=settings.get("BOARD", "unix"))
 
     stand_in.__name__ = fn.name
     stand_in.__qualname__ = fn.name

@@ -1,0 +1,68 @@
+# The board interface (docs/architecture.md) for the virtual board on the unix port.
+# Reboots and deep sleep end this process with an exit code; the host runner boots again.
+import os
+from micropython import const
+
+import vpartition
+from vpartition import Partition
+
+NAME = "unix"
+
+EXIT_UNBOOTABLE = const(3)
+EXIT_RESET = const(64)
+EXIT_SOFT_RESET = const(65)
+EXIT_DEEPSLEEP = const(66)
+EXIT_POWER_CUT = const(67)
+
+# Set by bootrom: where deepsleep() leaves the wake time for the runner (host files are not
+# reachable once the board's own filesystem is mounted at /).
+wake_file = None
+
+
+def ota_slots():
+    running = Partition(Partition.RUNNING)
+    return running, running.get_next_update()
+
+
+def check_image(part, length, buf=None):
+    return vpartition.image_ok(vpartition.board(), part.slot, length, buf)
+
+
+def core_version():
+    b = vpartition.board()
+    return vpartition.image_header(b, b.running)[1]
+
+
+def reset():
+    raise SystemExit(EXIT_RESET)
+
+
+def soft_reset():
+    raise SystemExit(EXIT_SOFT_RESET)
+
+
+def deepsleep(ms=0):
+    if wake_file is not None:
+        wake_file.write('{"ms": %d}' % ms)
+        wake_file.flush()
+    raise SystemExit(EXIT_DEEPSLEEP)
+
+
+def reset_cause():
+    return os.getenv("MPFOTA_RESET_CAUSE") or "power_on"
+
+
+def _identity(key):
+    return vpartition.board().cfg.get(key)
+
+
+def unique_id():
+    return bytes.fromhex(_identity("uid"))
+
+
+def mac():
+    return _identity("mac")
+
+
+def imei():
+    return _identity("imei")

@@ -1,0 +1,146 @@
+# One boot of the virtual board: what the ROM bootloader and MicroPython's _boot.py do on a
+# real board. Run by the host runner as `micropython boards/unix/bootrom.py` with:
+#   MPFOTA_FLASH       the board directory (board.json, flash.bin)
+#   MPFOTA_CUT_AFTER   cut the power after this many flash operations (0 or unset: never)
+#   MPFOTA_APP         a host file installed as /main.py before it runs
+#   MPFOTA_FROZEN      "0": device/ is not visible as frozen modules (deployed files only)
+#   MPFOTA_REPL        "1": boot, then stay in the REPL (with `micropython -i`) instead of main.py
+# Exit codes are listed in docs/architecture.md.
+import os
+import sys
+import json
+
+_here = __file__.rsplit("/", 1)[0] or "."
+_repo = _here.rsplit("/", 2)[0]
+
+
+def _host_paths():
+    # Host folders mounted read-only as the board's "frozen" modules.
+    mounts = [(_here, "/.rom_board")]
+    if os.getenv("MPFOTA_FROZEN") != "0":
+        mounts.append((_repo + "/device", "/.rom_device"))
+        mounts.append((_repo + "/deps", "/.rom_deps"))
+    return mounts
+
+
+class _FsDevice:
+    # littlefs2 block device on the filesystem region of the flash.
+    def __init__(self, flash, off, size):
+        self.flash = flash
+        self.off = off
+        self.size = size
+
+    def readblocks(self, block, buf, offset=0):
+        self.flash.read(self.off + block * 4096 + offset, buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:
+            self.flash.erase(self.off + block * 4096)
+            offset = 0
+        self.flash.program(self.off + block * 4096 + offset, buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.size // 4096
+        if op == 5:
+            return 4096
+        if op == 6:
+            self.flash.erase(self.off + arg * 4096)
+        return 0
+
+
+def _blank(flash, off):
+    buf = bytearray(4096)
+    for block in (0, 1):
+        flash.read(off + block * 4096, buf)
+        if buf != b"\xff" * 4096:
+            return False
+    return True
+
+
+def _mount_fs(b):
+    dev = _FsDevice(b.flash, b.fs[0], b.fs[1])
+    try:
+        fs = os.VfsLfs2(dev)
+    except OSError:
+        # Format only a blank region: a damaged filesystem is reported, never wiped.
+        if not _blank(b.flash, b.fs[0]):
+            print("bootrom: filesystem does not mount and is not blank; not formatting it")
+            return False
+        os.VfsLfs2.mkfs(dev)
+        fs = os.VfsLfs2(dev)
+    mounts = _host_paths()
+    os.umount("/")
+    os.mount(fs, "/")
+    for host, point in mounts:
+        os.mount(os.VfsPosix(host), point)
+    os.chdir("/")
+    return True
+
+
+def main():
+    import vpartition
+    import simflash
+    import board
+
+    path = os.getenv("MPFOTA_FLASH")
+    cut = int(os.getenv("MPFOTA_CUT_AFTER") or "0")
+    app = os.getenv("MPFOTA_APP")
+    app_data = None
+    if app:
+        with open(app, "rb") as f:
+            app_data = f.read()
+    board.wake_file = open(path + "/wake.json", "w")
+    stats = open(path + "/boot.json", "w")
+    b = vpartition.open_board(path, cut)
+    code = 0
+    try:
+        slot = vpartition.bootloader()
+        if slot is None:
+            print("bootrom: no bootable core image in either slot")
+            code = board.EXIT_UNBOOTABLE
+        elif not _mount_fs(b):
+            code = board.EXIT_UNBOOTABLE
+        else:
+            sys.path[:] = ["", "/lib", "/.rom_board", "/.rom_device", "/.rom_deps", ".frozen"]
+            if app_data is not None:
+                with open("/main.py", "wb") as f:
+                    f.write(app_data)
+            if os.getenv("MPFOTA_REPL") == "1":
+                return 0
+            code = _run_main()
+    except simflash.PowerCut:
+        print("bootrom: power cut after flash operation %d" % b.flash.ops)
+        code = board.EXIT_POWER_CUT
+    stats.write(json.dumps({"ops": b.flash.ops, "programs": b.flash.programs,
+                            "erases": b.flash.erases, "slot": b.running,
+                            "state": b.boot_state, "exit": code}))
+    stats.close()
+    return code
+
+
+def _run_main():
+    import simflash
+
+    try:
+        os.stat("/main.py")
+    except OSError:
+        print("bootrom: no /main.py")
+        return 0
+    try:
+        with open("/main.py") as f:
+            src = f.read()
+        exec(src, {"__name__": "__main__"})
+    except SystemExit as e:
+        return e.args[0] if e.args and isinstance(e.args[0], int) else 0
+    except simflash.PowerCut:
+        raise
+    except Exception as e:
+        sys.print_exception(e)
+        return 1
+    return 0
+
+
+_code = main()
+if _code:
+    sys.exit(_code)
