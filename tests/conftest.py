@@ -8,3 +8,57 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent / "host_tools"))
+
+import pytest  # noqa: E402
+
+
+class VBoard:
+    """A virtual board directory (board.json + flash.bin), handed to device tests.
+
+    Device side it is the path of the board (`MPFOTA_FLASH` is set, so `import board` finds it).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def to_device(self) -> str:
+        return str(self.path)
+
+    def device_env(self) -> dict[str, str]:
+        return {"MPFOTA_FLASH": str(self.path)}
+
+    def flash(self) -> bytes:
+        return (self.path / "flash.bin").read_bytes()
+
+
+def core_body(version: str, size: int = 40_000) -> bytes:
+    """A deterministic core image body for tests, different for each version."""
+    import hashlib
+
+    seed = hashlib.sha256(version.encode()).digest()
+    out = bytearray()
+    while len(out) < size:
+        seed = hashlib.sha256(seed).digest()
+        out += seed
+    return bytes(out[:size])
+
+
+@pytest.fixture
+def make_vboard(tmp_path):
+    """Factory: make_vboard(name, slot_size=..., fs_size=..., version="1.0.0") -> VBoard."""
+    from mpfota_host import image, vboard
+
+    def make(name: str = "board", slot_size: int = 256 * 1024, fs_size: int = 256 * 1024,
+             version: str = "1.0.0") -> VBoard:
+        path = tmp_path / name
+        core = image.make_image(core_body(version), version)
+        vboard.init(path, slot_size=slot_size, fs_size=fs_size, core_image=core)
+        return VBoard(path)
+
+    return make
+
+
+@pytest.fixture
+def vboard(make_vboard):
+    """A fresh virtual board: two 256 KiB slots, core 1.0.0 in slot 0, 256 KiB littlefs."""
+    return make_vboard()

@@ -10,17 +10,28 @@ import os
 import sys
 import json
 
-_here = __file__.rsplit("/", 1)[0] or "."
+def _absolute(p):
+    return p if p.startswith("/") else os.getcwd() + "/" + p
+
+
+_here = _absolute(__file__).rsplit("/", 1)[0]
 _repo = _here.rsplit("/", 2)[0]
 
 
-def _host_paths():
-    # Host folders mounted read-only as the board's "frozen" modules.
-    mounts = [(_here, "/.rom_board")]
-    if os.getenv("MPFOTA_FROZEN") != "0":
-        mounts.append((_repo + "/device", "/.rom_device"))
-        mounts.append((_repo + "/deps", "/.rom_deps"))
-    return mounts
+def _mount_host_paths():
+    # Every host folder on sys.path is mounted read-only under /.romN, as the board's "frozen"
+    # modules, and sys.path is rewritten to match; /lib (deployed files) comes first.
+    path = ["", "/lib"]
+    n = 0
+    for entry in sys.path:
+        if entry and entry != ".frozen" and not entry.startswith("/."):
+            point = "/.rom%d" % n
+            os.mount(os.VfsPosix(_absolute(entry)), point)
+            path.append(point)
+            n += 1
+        elif entry == ".frozen":
+            path.append(entry)
+    sys.path[:] = path
 
 
 class _FsDevice:
@@ -69,22 +80,34 @@ def _mount_fs(b):
             return False
         os.VfsLfs2.mkfs(dev)
         fs = os.VfsLfs2(dev)
-    mounts = _host_paths()
     os.umount("/")
     os.mount(fs, "/")
-    for host, point in mounts:
-        os.mount(os.VfsPosix(host), point)
+    _mount_host_paths()
     os.chdir("/")
     return True
 
 
-def main():
+def boot(path=None, cut_after=0):
+    # Bootloader, then the filesystem at / and the host modules as frozen ones. Returns the
+    # open board, or None when nothing is bootable. Device tests call this directly.
     import vpartition
+
+    if os.getenv("MPFOTA_FROZEN") != "0":
+        sys.path.extend((_repo + "/device", _repo + "/deps"))
+    b = vpartition.open_board(path or os.getenv("MPFOTA_FLASH"), cut_after)
+    if vpartition.bootloader() is None:
+        print("bootrom: no bootable core image in either slot")
+        return None
+    if not _mount_fs(b):
+        return None
+    return b
+
+
+def main():
     import simflash
     import board
 
     path = os.getenv("MPFOTA_FLASH")
-    cut = int(os.getenv("MPFOTA_CUT_AFTER") or "0")
     app = os.getenv("MPFOTA_APP")
     app_data = None
     if app:
@@ -92,17 +115,13 @@ def main():
             app_data = f.read()
     board.wake_file = open(path + "/wake.json", "w")
     stats = open(path + "/boot.json", "w")
-    b = vpartition.open_board(path, cut)
+    b = None
     code = 0
     try:
-        slot = vpartition.bootloader()
-        if slot is None:
-            print("bootrom: no bootable core image in either slot")
-            code = board.EXIT_UNBOOTABLE
-        elif not _mount_fs(b):
+        b = boot(path, int(os.getenv("MPFOTA_CUT_AFTER") or "0"))
+        if b is None:
             code = board.EXIT_UNBOOTABLE
         else:
-            sys.path[:] = ["", "/lib", "/.rom_board", "/.rom_device", "/.rom_deps", ".frozen"]
             if app_data is not None:
                 with open("/main.py", "wb") as f:
                     f.write(app_data)
@@ -110,11 +129,13 @@ def main():
                 return 0
             code = _run_main()
     except simflash.PowerCut:
-        print("bootrom: power cut after flash operation %d" % b.flash.ops)
+        print("bootrom: power cut")
         code = board.EXIT_POWER_CUT
-    stats.write(json.dumps({"ops": b.flash.ops, "programs": b.flash.programs,
-                            "erases": b.flash.erases, "slot": b.running,
-                            "state": b.boot_state, "exit": code}))
+    import vpartition
+
+    f = vpartition.board_or_none()
+    stats.write(json.dumps({"ops": f.flash.ops if f else 0, "slot": f.running if f else None,
+                            "state": f.boot_state if f else None, "exit": code}))
     stats.close()
     return code
 
@@ -141,6 +162,7 @@ def _run_main():
     return 0
 
 
-_code = main()
-if _code:
-    sys.exit(_code)
+if __name__ == "__main__":
+    _code = main()
+    if _code:
+        sys.exit(_code)

@@ -56,6 +56,10 @@ def open_board(path, cut_after=0):
     return b
 
 
+def board_or_none():
+    return _board
+
+
 def board():
     if _board is None:
         import os

@@ -1,0 +1,77 @@
+# Boot confirmation, ESP-IDF style, with the record that lets the application know where it is.
+#
+# arm() records the slot being switched to, then sets it as the boot slot. On the next boot that
+# slot runs "pending": the application confirms it (confirm(), or auto_confirm() after a health
+# check). A reset before that makes the bootloader roll back to the previous slot, and status()
+# then reports "rolled_back". While an image is pending no update may start: the other slot
+# holds the only known-good image.
+import board
+from mpfota import log, state
+
+_RECORD = "boot"
+
+
+def _label(part):
+    return part.info()[4]
+
+
+def running_label():
+    return _label(board.Partition(board.Partition.RUNNING))
+
+
+def arm(part, version=None):
+    state.save(_RECORD, {"slot": _label(part), "from": running_label(), "version": version})
+    part.set_boot()
+
+
+def status():
+    # "valid", "pending" (new image awaiting confirmation) or "rolled_back".
+    rec = state.load(_RECORD)
+    if rec is None:
+        return "valid"
+    running = running_label()
+    if running == rec["slot"]:
+        return "pending"
+    if running == rec["from"]:
+        return "rolled_back"
+    return "valid"
+
+
+def confirm():
+    board.Partition.mark_app_valid_cancel_rollback()
+    if state.load(_RECORD) is not None:
+        log.info("fota", "image in", running_label(), "confirmed")
+    state.clear(_RECORD)
+
+
+def check_boot():
+    # Call once at boot: logs and clears a rollback, returns status() as it was.
+    s = status()
+    if s == "rolled_back":
+        rec = state.load(_RECORD)
+        log.error("fota", "update to", rec["slot"], "was not confirmed: rolled back to",
+                  rec["from"])
+        state.clear(_RECORD)
+    elif s == "pending":
+        log.warn("fota", "running a new image that is not confirmed yet")
+    return s
+
+
+async def auto_confirm(health_check, timeout_ms=60000):
+    # Confirm once health_check() (a coroutine function) returns True within timeout_ms;
+    # otherwise reset, which rolls back. Returns True when confirmed.
+    import asyncio
+
+    if status() != "pending":
+        return True
+    try:
+        healthy = await asyncio.wait_for_ms(health_check(), timeout_ms)
+    except Exception as e:  # a failing check counts as unhealthy
+        log.error("fota", "health check failed:", repr(e))
+        healthy = False
+    if healthy:
+        confirm()
+        return True
+    log.error("fota", "new image unhealthy: resetting to roll back")
+    board.reset()
+    return False

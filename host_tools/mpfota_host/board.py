@@ -1,0 +1,146 @@
+"""`mpfota board`: create, run and serve a virtual board (boards/unix on the unix port).
+
+    mpfota board init  --flash DIR [--slot-size 1M] [--fs-size 512K] [--core IMG | --core-version V]
+    mpfota board run   --flash DIR [APP.py] [--cut-after N] [--max-boots K] [--sleep-scale S]
+    mpfota board serve --flash DIR            # prints "pty: /dev/pts/N" for mpremote
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from . import boardpty, image, vboard
+from .errors import UserError
+
+
+def _size(text: str) -> int:
+    try:
+        return vboard.parse_size(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("the sleep scale cannot be negative")
+    return value
+
+
+def _say(line: str) -> None:
+    print(f"board: {line}", flush=True)
+
+
+def _ensure_board(directory: str) -> None:
+    if not vboard.is_board(directory):
+        cfg = vboard.init(directory)
+        _say(f"initialised a new board in {directory} (core {vboard.DEFAULT_CORE_VERSION}, "
+             f"flash {cfg['size']} bytes)")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    core = None
+    if args.core:
+        try:
+            core = Path(args.core).read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read {args.core}: {exc.strerror or exc}") from None
+        try:
+            image.verify(core)
+        except UserError as exc:
+            raise UserError(f"{args.core}: {exc}") from None
+    cfg = vboard.init(args.flash, slot_size=args.slot_size, fs_size=args.fs_size,
+                      core_image=core, core_version=args.core_version, force=args.force)
+    version = image.parse_header(core).version if core else args.core_version
+    (s0, n0), (s1, n1) = cfg["slots"]
+    fs_off, fs_len = cfg["fs"]
+    print(f"{args.flash}: flash {cfg['size']} bytes, core {version} in slot 0")
+    print(f"  otadata 0x{cfg['otadata'][0]:06x} +{cfg['otadata'][1]}")
+    print(f"  ota_0   0x{s0:06x} +{n0}")
+    print(f"  ota_1   0x{s1:06x} +{n1}")
+    print(f"  fs      0x{fs_off:06x} +{fs_len}")
+    print(f"  imei {cfg['imei']}  mac {cfg['mac']}  uid {cfg['uid']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.app and not Path(args.app).is_file():
+        raise UserError(f"no such app file: {args.app}")
+    _ensure_board(args.flash)
+    return vboard.run(
+        args.flash, app=args.app, cut_after=args.cut_after, max_boots=args.max_boots,
+        sleep_scale=args.sleep_scale, frozen=not args.no_frozen, notice=_say,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _ensure_board(args.flash)
+    server = boardpty.PtyBoard(args.flash, frozen=not args.no_frozen,
+                               sleep_scale=args.sleep_scale, notice=_say)
+
+    def stop(signum, frame):  # SIGTERM: leave through the same cleanup as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"pty: {server.path}", flush=True)
+    print(f"board: connect with `mpremote connect {server.path}`; Ctrl-C stops serving",
+          file=sys.stderr, flush=True)
+    try:
+        return server.serve_forever()
+    except KeyboardInterrupt:
+        server.close()
+        return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("board", help="the virtual board: init, run, serve")
+    sub = parser.add_subparsers(dest="board_command", metavar="ACTION", required=True)
+
+    init = sub.add_parser("init", help="create a board directory (board.json + flash.bin)")
+    init.add_argument("--flash", required=True, metavar="DIR", help="board directory")
+    init.add_argument("--slot-size", type=_size, default=vboard.DEFAULT_SLOT_SIZE,
+                      help="size of each core slot (default 1M)")
+    init.add_argument("--fs-size", type=_size, default=vboard.DEFAULT_FS_SIZE,
+                      help="size of the littlefs region (default 512K)")
+    core = init.add_mutually_exclusive_group()
+    core.add_argument("--core", metavar="IMG", help="core image for slot 0 (mpfota image make)")
+    core.add_argument("--core-version", default=vboard.DEFAULT_CORE_VERSION,
+                      help="version of the generated factory image (default 1.0.0)")
+    init.add_argument("--force", action="store_true", help="replace an existing board")
+    init.set_defaults(func=cmd_init)
+
+    run = sub.add_parser("run", help="boot the board (again after resets) until the app ends")
+    run.add_argument("--flash", required=True, metavar="DIR", help="board directory (created if new)")
+    run.add_argument("app", nargs="?", metavar="APP.py", help="installed as /main.py at the first boot")
+    run.add_argument("--cut-after", type=_positive_int, metavar="N",
+                     help="cut the power after flash operation N of the first boot")
+    run.add_argument("--max-boots", type=_positive_int, metavar="K", help="stop after K boots")
+    run.add_argument("--sleep-scale", type=_scale, default=1.0, metavar="S",
+                     help="multiply deep-sleep times by S (default 1; 0.001 makes 1 min 60 ms)")
+    run.add_argument("--no-frozen", action="store_true",
+                     help="do not provide device/ as frozen modules (use what is deployed in /lib)")
+    run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="expose the board's REPL on a pty (for mpremote)")
+    serve.add_argument("--flash", required=True, metavar="DIR", help="board directory (created if new)")
+    serve.add_argument("--sleep-scale", type=_scale, default=1.0, metavar="S",
+                       help="multiply deep-sleep times by S (default 1)")
+    serve.add_argument("--no-frozen", action="store_true",
+                       help="do not provide device/ as frozen modules (use what is deployed in /lib)")
+    serve.set_defaults(func=cmd_serve)

@@ -1,0 +1,5 @@
+# TEMPORARY STUB (vboard/deploy engineer, to be removed): lets cli.py import while demo.py is unwritten.
+
+
+def register(subparsers):
+    pass

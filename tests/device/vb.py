@@ -1,0 +1,34 @@
+# Device-side helpers for tests on the virtual board.
+import hashlib
+import struct
+
+
+def boot():
+    # One boot of the board named by MPFOTA_FLASH: bootloader, filesystem at /.
+    import bootrom
+
+    b = bootrom.boot()
+    assert b is not None, "board did not boot"
+    return b
+
+
+def reboot():
+    # What the next power-on does to the boot record, in this same process.
+    import vpartition
+
+    return vpartition.bootloader()
+
+
+def image(version, size, seed=1):
+    # A core image for the unix board (the layout mpfota_host.image writes).
+    body = bytearray(size)
+    for i in range(size):
+        body[i] = (i * 31 + seed * 7 + (i >> 8)) & 0xFF
+    head = b"MPFI" + struct.pack("<II", 64, size) + version.encode() + b"\0" * (20 - len(version))
+    return head + hashlib.sha256(body).digest() + body
+
+
+def md5hex(data):
+    import binascii
+
+    return binascii.hexlify(hashlib.md5(data).digest()).decode()
