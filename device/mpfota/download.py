@@ -1,0 +1,148 @@
+# Download an update over HTTP straight into the spare slot, resumable, then verify and switch.
+#
+# The HTTP client reads into the slot writer's sector buffer (no copy, no per-chunk buffers).
+# Every CHECKPOINT bytes the offset and the CRC of what is in flash are saved; after a dropped
+# connection, or a power cut and a new call, the download continues from there with a Range
+# request (If-Range with the ETag or Last-Modified seen first, so a changed file starts over).
+from micropython import const
+
+from mpfota import http, log, state
+from mpfota.ota import Update
+from mpfota.writer import FOTA_ERROR, FotaError
+
+CHECKPOINT = const(65536)
+_RECORD = "download"
+_RETRYABLE = (http.CLOSE, http.RX, http.TIMEOUT, http.CONNECT)
+
+
+class Result:
+    # status: the HTTP status; size: bytes written into the slot (0 when there was no update);
+    # body: the start of a non-2xx answer (for the caller's log), else None.
+    def __init__(self, status, size=0, body=None):
+        self.status = status
+        self.size = size
+        self.body = body
+
+
+def _resume_point(upd, url):
+    rec = state.load(_RECORD)
+    if not rec or rec.get("url") != url or rec.get("slot") != upd.spare.info()[4]:
+        return 0, None
+    if upd.writer.resume(rec["offset"], rec["crc"]):
+        log.info("fota", "resuming at", rec["offset"])
+        return rec["offset"], rec.get("validator")
+    log.warn("fota", "saved progress does not match the slot: starting again")
+    return 0, None
+
+
+def _checkpoint(upd, url, validator, length):
+    w = upd.writer
+    state.save(_RECORD, {"url": url, "slot": upd.spare.info()[4], "offset": w.flushed,
+                         "crc": w.crc, "validator": validator, "length": length})
+
+
+async def _error_body(resp, buf):
+    # Up to len(buf) bytes of a non-2xx body, as text, for the caller's log.
+    mv = memoryview(buf)
+    n = 0
+    while n < len(buf):
+        k = await resp.readinto(mv[n:])
+        if not k:
+            break
+        n += k
+    return bytes(mv[:n]).decode("utf-8", "replace") if n else ""
+
+
+async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=None, body=None,
+                server_cert=None, client_cert=None, client_key=None, client_password=None,
+                timeout_ms=600000, retries=3, progress=None, version=None, switch=True):
+    """Download `url` into the spare slot; verify; switch the boot slot when `switch`.
+
+    Returns a Result. A non-2xx answer is not an error (Result.status says what it was);
+    transport failures raise http.HTTPError and bad updates raise FotaError (code -9)."""
+    import time
+
+    upd = Update()
+    w = upd.writer
+    hbuf = bytearray(1024)
+    deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+    offset, validator = _resume_point(upd, url)
+    total = None
+    attempt = 0
+    while True:
+        remaining = time.ticks_diff(deadline, time.ticks_ms())
+        if remaining <= 0:
+            raise http.HTTPError(http.TIMEOUT, "download deadline passed")
+        try:
+            resp = await http.request(
+                method, url, hbuf, headers=headers, body=body,
+                range_start=offset or None, if_range=validator if offset else None,
+                server_cert=server_cert, client_cert=client_cert, client_key=client_key,
+                client_password=client_password, deadline_ms=remaining)
+            try:
+                if resp.status not in (200, 206):
+                    return Result(resp.status, 0, await _error_body(resp, hbuf))
+                total = await _take(resp, upd, url, offset, length, progress)
+            finally:
+                await resp.aclose()
+            break
+        except http.HTTPError as e:
+            attempt += 1
+            if e.code not in _RETRYABLE or attempt > retries:
+                raise
+            w.fill = 0  # the partial sector was never hashed or written: fetch it again
+            offset = w.flushed
+            validator = _validator_of(url)
+            log.warn("fota", "download interrupted (%s): retry %d at %d" % (e, attempt, offset))
+    try:
+        upd.verify(total, md5, sha256)
+    except FotaError:
+        state.clear(_RECORD)  # what is in the slot is wrong: the next attempt starts from 0
+        raise
+    state.clear(_RECORD)
+    if switch:
+        upd.switch(version)
+    return Result(200, w.flushed)
+
+
+def _validator_of(url):
+    rec = state.load(_RECORD)
+    return rec.get("validator") if rec and rec.get("url") == url else None
+
+
+async def _take(resp, upd, url, offset, length, progress):
+    # Stream one response into the slot; returns the total size of the update.
+    w = upd.writer
+    if resp.status == 200:
+        if offset:
+            log.info("fota", "server sent the whole file (changed, or no Range support): from 0")
+            w.restart()
+        total = resp.content_length
+    else:
+        cr = resp.content_range
+        if cr is None or cr[0] != offset:
+            raise FotaError(FOTA_ERROR, "206 answer does not start at %d" % offset)
+        total = cr[2]
+    if length is not None and total is not None and total != length:
+        raise FotaError(FOTA_ERROR, "server announces %d bytes, expected %d" % (total, length))
+    if total is not None and total > w.capacity:
+        raise FotaError(FOTA_ERROR, "update of %d bytes does not fit the slot (%d)"
+                        % (total, w.capacity))
+    validator = resp.etag or resp.last_modified
+    _checkpoint(upd, url, validator, total)
+    saved = w.flushed
+    while True:
+        n = await resp.readinto(w.space())
+        if not n:
+            break
+        w.advance(n)
+        if total is not None and w.written > total:
+            raise FotaError(FOTA_ERROR, "body longer than announced")
+        if w.flushed - saved >= CHECKPOINT:
+            _checkpoint(upd, url, validator, total)
+            saved = w.flushed
+        if progress:
+            progress(w.written, total)
+    if total is not None and w.written < total:
+        raise http.HTTPError(http.CLOSE, "connection closed at %d of %d bytes" % (w.written, total))
+    return total if total is not None else w.written

@@ -1,0 +1,73 @@
+# Device side of `mpfota bench`: one timed download into the spare slot on the virtual board.
+#   micropython dlbench.py engine|reference URL
+# Prints "elapsed_ms: N" and "bytes: N". Both modes do the same work: HTTP GET over loopback,
+# MD5 and SHA-256 of every byte, sector erase + program into the spare slot, SHA-256 read-back.
+import sys
+import time
+import bootrom
+
+
+def engine(url):
+    import asyncio
+    from mpfota import download
+
+    r = asyncio.run(download.fetch(url, switch=False, retries=0))
+    return r.size
+
+
+def reference(url):
+    # The same work written straight: blocking socket, no engine structure.
+    import socket
+    import hashlib
+    import board
+
+    hostport, path = url[7:].split("/", 1)
+    host, port = hostport.split(":")
+    s = socket.socket()
+    s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+    s.send(b"GET /%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, hostport))
+    f = s.makefile("rb")
+    length = 0
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        if line.lower().startswith(b"content-length:"):
+            length = int(line[15:])
+    _, spare = board.ota_slots()
+    buf = bytearray(4096)
+    mv = memoryview(buf)
+    md5 = hashlib.md5()
+    sha = hashlib.sha256()
+    done = 0
+    block = 0
+    while done < length:
+        fill = 0
+        while fill < 4096 and done + fill < length:
+            n = f.readinto(mv[fill:])
+            if not n:
+                raise OSError("short body")
+            fill += n
+        md5.update(mv[:fill])
+        sha.update(mv[:fill])
+        spare.writeblocks(block, mv[:fill])
+        block += 1
+        done += fill
+    s.close()
+    check = hashlib.sha256()
+    pos = 0
+    while pos < done:
+        k = min(4096, done - pos)
+        spare.readblocks(pos // 4096, mv[:k])
+        check.update(mv[:k])
+        pos += k
+    assert check.digest() == sha.digest()
+    return done
+
+
+bootrom.boot()
+mode, url = sys.argv[1], sys.argv[2]
+t0 = time.ticks_ms()
+size = engine(url) if mode == "engine" else reference(url)
+print("elapsed_ms:", time.ticks_diff(time.ticks_ms(), t0))
+print("bytes:", size)
