@@ -12,7 +12,7 @@ from mpfota.writer import FOTA_ERROR, FotaError
 
 CHECKPOINT = const(65536)
 _RECORD = "download"
-_RETRYABLE = (http.CLOSE, http.RX, http.TIMEOUT, http.CONNECT)
+_RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
 
 
 class Result:
@@ -41,18 +41,6 @@ def _checkpoint(upd, url, validator, length):
                          "crc": w.crc, "validator": validator, "length": length})
 
 
-async def _error_body(resp, buf):
-    # Up to len(buf) bytes of a non-2xx body, as text, for the caller's log.
-    mv = memoryview(buf)
-    n = 0
-    while n < len(buf):
-        k = await resp.readinto(mv[n:])
-        if not k:
-            break
-        n += k
-    return bytes(mv[:n]).decode("utf-8", "replace") if n else ""
-
-
 async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=None, body=None,
                 server_cert=None, client_cert=None, client_key=None, client_password=None,
                 timeout_ms=600000, retries=3, progress=None, version=None, switch=True):
@@ -72,7 +60,7 @@ async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=N
     while True:
         remaining = time.ticks_diff(deadline, time.ticks_ms())
         if remaining <= 0:
-            raise http.HTTPError(http.TIMEOUT, "download deadline passed")
+            raise http.HTTPError(http.ERR_TIMEOUT, "download deadline passed")
         try:
             resp = await http.request(
                 method, url, hbuf, headers=headers, body=body,
@@ -81,7 +69,8 @@ async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=N
                 client_password=client_password, deadline_ms=remaining)
             try:
                 if resp.status not in (200, 206):
-                    return Result(resp.status, 0, await _error_body(resp, hbuf))
+                    text = (await resp.read(512)).decode("utf-8", "replace")
+                    return Result(resp.status, 0, text)
                 total = await _take(resp, upd, url, offset, length, progress)
             finally:
                 await resp.aclose()
@@ -144,5 +133,5 @@ async def _take(resp, upd, url, offset, length, progress):
         if progress:
             progress(w.written, total)
     if total is not None and w.written < total:
-        raise http.HTTPError(http.CLOSE, "connection closed at %d of %d bytes" % (w.written, total))
+        raise http.HTTPError(http.ERR_CLOSE, "connection closed at %d of %d bytes" % (w.written, total))
     return total if total is not None else w.written

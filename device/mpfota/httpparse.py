@@ -60,7 +60,8 @@ def _digits(s, what):
     return int(s)
 
 
-def _is_token(b):
+def is_token(b):
+    """True when b (bytes) is a non-empty HTTP token (a header name, a method)."""
     if not b:
         return False
     for c in b:
@@ -130,7 +131,7 @@ def split_url(url):
         if not host or ":" not in host:
             raise ParseError("bad IPv6 literal in URL")
         for c in host:
-            if not (c in "0123456789abcdefABCDEF:." ):
+            if c not in "0123456789abcdefABCDEF:.":
                 raise ParseError("bad IPv6 literal in URL")
         if tail and tail[0] != ":":
             raise ParseError("junk after IPv6 literal in URL")
@@ -177,6 +178,17 @@ def _remove_dots(path):
     return res if res.startswith("/") else "/" + res
 
 
+def _has_scheme(ref):
+    # "scheme:" before any "/" or "?" (RFC 3986 4.2: a relative path cannot start so).
+    i = ref.find(":")
+    if i <= 0:
+        return False
+    for k, c in enumerate(ref[:i]):
+        if not ("a" <= c <= "z" or "A" <= c <= "Z" or (k and (c in "+-." or "0" <= c <= "9"))):
+            return False
+    return True
+
+
 def resolve_location(base, loc):
     """Resolve a Location header value against the URL it came from; return an absolute URL.
 
@@ -192,9 +204,8 @@ def resolve_location(base, loc):
     if h >= 0:
         loc = loc[:h]
     scheme, host, port, target = split_url(base)
-    i = loc.find("://")
-    if i > 0 and "/" not in loc[:i] and "?" not in loc[:i]:
-        split_url(loc)
+    if _has_scheme(loc):
+        split_url(loc)  # http(s) with an authority, or an error naming the scheme
         return loc
     if loc.startswith("//"):
         url = scheme + ":" + loc
@@ -249,7 +260,7 @@ def parse_header(line):
     if b and b[0] in (32, 9):
         return None
     i = b.find(b":")
-    if i <= 0 or not _is_token(b[:i]):
+    if i <= 0 or not is_token(b[:i]):
         raise ParseError("bad header line: %r" % b[:40])
     name = b[:i].decode().lower()
     if name not in KEPT:
@@ -290,7 +301,7 @@ def parse_chunk_size(line):
 def parse_content_range(value):
     """(start, end, total) from "bytes a-b/t"; (None, None, t) from "bytes */t"; t may be None."""
     v = value.strip()
-    if v[:6].lower() != "bytes " :
+    if v[:6].lower() != "bytes ":
         raise ParseError("bad Content-Range: %r" % value[:60])
     v = v[6:].strip()
     i = v.find("/")

@@ -1,8 +1,8 @@
 """`mpfota board`: create, run and serve a virtual board (boards/unix on the unix port).
 
-    mpfota board init  --flash DIR [--slot-size 1M] [--fs-size 512K] [--core IMG | --core-version V]
-    mpfota board run   --flash DIR [APP.py] [--cut-after N] [--max-boots K] [--sleep-scale S]
-    mpfota board serve --flash DIR            # prints "pty: /dev/pts/N" for mpremote
+mpfota board init  --flash DIR [--slot-size 1M] [--fs-size 512K] [--core IMG | --core-version V]
+mpfota board run   --flash DIR [APP.py] [--cut-after N] [--max-boots K] [--sleep-scale S]
+mpfota board serve --flash DIR            # prints "pty: /dev/pts/N" for mpremote
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ def _say(line: str) -> None:
 def _ensure_board(directory: str) -> None:
     if not vboard.is_board(directory):
         cfg = vboard.init(directory)
-        _say(f"initialised a new board in {directory} (core {vboard.DEFAULT_CORE_VERSION}, "
-             f"flash {cfg['size']} bytes)")
+        _say(
+            f"initialised a new board in {directory} (core {vboard.DEFAULT_CORE_VERSION}, "
+            f"flash {cfg['size']} bytes)"
+        )
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -65,8 +67,14 @@ def cmd_init(args: argparse.Namespace) -> int:
             image.verify(core)
         except UserError as exc:
             raise UserError(f"{args.core}: {exc}") from None
-    cfg = vboard.init(args.flash, slot_size=args.slot_size, fs_size=args.fs_size,
-                      core_image=core, core_version=args.core_version, force=args.force)
+    cfg = vboard.init(
+        args.flash,
+        slot_size=args.slot_size,
+        fs_size=args.fs_size,
+        core_image=core,
+        core_version=args.core_version,
+        force=args.force,
+    )
     version = image.parse_header(core).version if core else args.core_version
     (s0, n0), (s1, n1) = cfg["slots"]
     fs_off, fs_len = cfg["fs"]
@@ -84,23 +92,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"no such app file: {args.app}")
     _ensure_board(args.flash)
     return vboard.run(
-        args.flash, app=args.app, cut_after=args.cut_after, max_boots=args.max_boots,
-        sleep_scale=args.sleep_scale, frozen=not args.no_frozen, notice=_say,
+        args.flash,
+        app=args.app,
+        cut_after=args.cut_after,
+        max_boots=args.max_boots,
+        sleep_scale=args.sleep_scale,
+        frozen=not args.no_frozen,
+        notice=_say,
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _ensure_board(args.flash)
-    server = boardpty.PtyBoard(args.flash, frozen=not args.no_frozen,
-                               sleep_scale=args.sleep_scale, notice=_say)
+    server = boardpty.PtyBoard(
+        args.flash, frozen=not args.no_frozen, sleep_scale=args.sleep_scale, notice=_say
+    )
 
     def stop(signum, frame):  # SIGTERM: leave through the same cleanup as Ctrl-C
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     print(f"pty: {server.path}", flush=True)
-    print(f"board: connect with `mpremote connect {server.path}`; Ctrl-C stops serving",
-          file=sys.stderr, flush=True)
+    print(
+        f"board: connect with `mpremote connect {server.path}`; Ctrl-C stops serving",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         return server.serve_forever()
     except KeyboardInterrupt:
@@ -114,33 +131,70 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     init = sub.add_parser("init", help="create a board directory (board.json + flash.bin)")
     init.add_argument("--flash", required=True, metavar="DIR", help="board directory")
-    init.add_argument("--slot-size", type=_size, default=vboard.DEFAULT_SLOT_SIZE,
-                      help="size of each core slot (default 1M)")
-    init.add_argument("--fs-size", type=_size, default=vboard.DEFAULT_FS_SIZE,
-                      help="size of the littlefs region (default 512K)")
+    init.add_argument(
+        "--slot-size",
+        type=_size,
+        default=vboard.DEFAULT_SLOT_SIZE,
+        help="size of each core slot (default 1M)",
+    )
+    init.add_argument(
+        "--fs-size",
+        type=_size,
+        default=vboard.DEFAULT_FS_SIZE,
+        help="size of the littlefs region (default 512K)",
+    )
     core = init.add_mutually_exclusive_group()
     core.add_argument("--core", metavar="IMG", help="core image for slot 0 (mpfota image make)")
-    core.add_argument("--core-version", default=vboard.DEFAULT_CORE_VERSION,
-                      help="version of the generated factory image (default 1.0.0)")
+    core.add_argument(
+        "--core-version",
+        default=vboard.DEFAULT_CORE_VERSION,
+        help="version of the generated factory image (default 1.0.0)",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing board")
     init.set_defaults(func=cmd_init)
 
     run = sub.add_parser("run", help="boot the board (again after resets) until the app ends")
-    run.add_argument("--flash", required=True, metavar="DIR", help="board directory (created if new)")
-    run.add_argument("app", nargs="?", metavar="APP.py", help="installed as /main.py at the first boot")
-    run.add_argument("--cut-after", type=_positive_int, metavar="N",
-                     help="cut the power after flash operation N of the first boot")
+    run.add_argument(
+        "--flash", required=True, metavar="DIR", help="board directory (created if new)"
+    )
+    run.add_argument(
+        "app", nargs="?", metavar="APP.py", help="installed as /main.py at the first boot"
+    )
+    run.add_argument(
+        "--cut-after",
+        type=_positive_int,
+        metavar="N",
+        help="cut the power after flash operation N of the first boot",
+    )
     run.add_argument("--max-boots", type=_positive_int, metavar="K", help="stop after K boots")
-    run.add_argument("--sleep-scale", type=_scale, default=1.0, metavar="S",
-                     help="multiply deep-sleep times by S (default 1; 0.001 makes 1 min 60 ms)")
-    run.add_argument("--no-frozen", action="store_true",
-                     help="do not provide device/ as frozen modules (use what is deployed in /lib)")
+    run.add_argument(
+        "--sleep-scale",
+        type=_scale,
+        default=1.0,
+        metavar="S",
+        help="multiply deep-sleep times by S (default 1; 0.001 makes 1 min 60 ms)",
+    )
+    run.add_argument(
+        "--no-frozen",
+        action="store_true",
+        help="do not provide device/ as frozen modules (use what is deployed in /lib)",
+    )
     run.set_defaults(func=cmd_run)
 
     serve = sub.add_parser("serve", help="expose the board's REPL on a pty (for mpremote)")
-    serve.add_argument("--flash", required=True, metavar="DIR", help="board directory (created if new)")
-    serve.add_argument("--sleep-scale", type=_scale, default=1.0, metavar="S",
-                       help="multiply deep-sleep times by S (default 1)")
-    serve.add_argument("--no-frozen", action="store_true",
-                       help="do not provide device/ as frozen modules (use what is deployed in /lib)")
+    serve.add_argument(
+        "--flash", required=True, metavar="DIR", help="board directory (created if new)"
+    )
+    serve.add_argument(
+        "--sleep-scale",
+        type=_scale,
+        default=1.0,
+        metavar="S",
+        help="multiply deep-sleep times by S (default 1)",
+    )
+    serve.add_argument(
+        "--no-frozen",
+        action="store_true",
+        help="do not provide device/ as frozen modules (use what is deployed in /lib)",
+    )
     serve.set_defaults(func=cmd_serve)

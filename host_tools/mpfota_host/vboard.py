@@ -109,7 +109,9 @@ def flash_map(slot_size: int, fs_size: int) -> dict:
     if slot_size <= image.HEADER_SIZE or slot_size % SECTOR:
         raise UserError(f"slot size {slot_size} must be a positive multiple of {SECTOR}")
     if fs_size < MIN_FS_SIZE or fs_size % SECTOR:
-        raise UserError(f"filesystem size {fs_size} must be a multiple of {SECTOR}, >= {MIN_FS_SIZE}")
+        raise UserError(
+            f"filesystem size {fs_size} must be a multiple of {SECTOR}, >= {MIN_FS_SIZE}"
+        )
     slot0 = APP_ALIGN
     slot1 = _align(slot0 + slot_size, APP_ALIGN)
     fs = _align(slot1 + slot_size, SECTOR)
@@ -133,7 +135,9 @@ def load(directory: str | os.PathLike) -> dict:
     try:
         cfg = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{directory} is not a virtual board (no {BOARD_JSON}): run `mpfota board init`") from None
+        raise UserError(
+            f"{directory} is not a virtual board (no {BOARD_JSON}): run `mpfota board init`"
+        ) from None
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     for key in ("size", "otadata", "slots", "fs"):
@@ -188,16 +192,21 @@ def init(
         image.verify(core_image)
     cfg = flash_map(slot_size, fs_size)
     if len(core_image) > slot_size:
-        raise UserError(f"the core image ({len(core_image)} bytes) does not fit a {slot_size}-byte slot")
+        raise UserError(
+            f"the core image ({len(core_image)} bytes) does not fit a {slot_size}-byte slot"
+        )
     ident = make_identity(str(d.resolve()))
     ident.update(identity or {})
     cfg.update(ident)
     cfg["adapters"] = adapters if adapters is not None else [dict(a) for a in DEFAULT_ADAPTERS]
-    d.mkdir(parents=True, exist_ok=True)
-    for stale in (WAKE_JSON, POWER_CUT_MARK):
-        (d / stale).unlink(missing_ok=True)
-    _write_erased(d / FLASH_BIN, cfg["size"])
-    (d / BOARD_JSON).write_text(json.dumps(cfg, indent=2) + "\n")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        for stale in (WAKE_JSON, POWER_CUT_MARK):
+            (d / stale).unlink(missing_ok=True)
+        _write_erased(d / FLASH_BIN, cfg["size"])
+        (d / BOARD_JSON).write_text(json.dumps(cfg, indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot create a board in {d}: {exc.strerror or exc}") from None
     program_slot(d, 0, core_image)
     return cfg
 
@@ -269,10 +278,15 @@ def boot(
 ) -> BootResult:
     """Boot once; stdout and stderr (one UART) are collected and copied live to `stream`."""
     if not is_board(directory):
-        raise UserError(f"{directory} is not a virtual board: run `mpfota board init --flash {directory}`")
+        raise UserError(
+            f"{directory} is not a virtual board: run `mpfota board init --flash {directory}`"
+        )
     argv, full_env = boot_command(directory, cause, cut_after, app, frozen, env=env)
     proc = subprocess.Popen(
-        argv, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        argv,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -330,6 +344,7 @@ def run(
     if stream is None:
         stream = sys.stdout.buffer
     if notice is None:
+
         def notice(line: str) -> None:
             stream.write(f"board: {line}\n".encode())
             stream.flush()
@@ -345,8 +360,13 @@ def run(
         boots += 1
         first = boots == 1
         result = boot(
-            d, cut_after=cut_after if first else None, app=app if first else None,
-            frozen=frozen, timeout=timeout, cause=cause, stream=stream,
+            d,
+            cut_after=cut_after if first else None,
+            app=app if first else None,
+            frozen=frozen,
+            timeout=timeout,
+            cause=cause,
+            stream=stream,
         )
         code = result.code
         if code == EXIT_POWER_CUT:
@@ -364,7 +384,9 @@ def run(
         if code == EXIT_DEEPSLEEP:
             ms = wake_ms(d)
             seconds = ms / 1000 * sleep_scale
-            notice(f"deep sleep {ms} ms (waiting {seconds:.3f} s at scale {sleep_scale:g}), then wake")
+            notice(
+                f"deep sleep {ms} ms (waiting {seconds:.3f} s at scale {sleep_scale:g}), then wake"
+            )
             time.sleep(seconds)
         else:
             notice(f"{cause} reset (exit {code}), booting again")

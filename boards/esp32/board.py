@@ -1,0 +1,206 @@
+# The board interface (docs/architecture.md) for ESP32 boards running MicroPython.
+#
+# Slots are ESP-IDF OTA app partitions (esp32.Partition); a slot is bootable when it holds an
+# ESP-IDF app image (check_image). Boot confirmation and rollback are ESP-IDF's: MicroPython's
+# esp32 builds enable CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE. See docs/esp32.md.
+import machine
+from micropython import const
+from esp32 import Partition
+
+NAME = "esp32"
+
+_SECTOR = const(4096)
+_HEADER = const(24)  # esp_image_header_t
+_SEGMENT = const(8)  # esp_image_segment_header_t
+_MAGIC = const(0xE9)
+_MAX_SEGMENTS = const(16)
+_CHECKSUM_SEED = const(0xEF)
+_HASH = const(32)
+_DESC = const(32)  # esp_app_desc_t sits at the start of the first segment's data
+_DESC_MAGIC = b"\x32\x54\xcd\xab"  # 0xABCD5432, little-endian
+_ENOENT = const(2)
+
+
+def ota_slots():
+    running = Partition(Partition.RUNNING)
+    try:
+        spare = running.get_next_update()
+    except OSError:  # no OTA app partition at all (ENOENT)
+        spare = None
+    # With a single OTA slot, ESP-IDF names the running partition as the next one.
+    if spare is None or spare.info()[2] == running.info()[2]:
+        raise OSError(
+            _ENOENT,
+            "no spare OTA slot (running from %r): flash a MicroPython firmware whose partition "
+            "table has otadata, ota_0 and ota_1, e.g. the ESP32_GENERIC OTA variant "
+            "(partitions-4MiB-ota.csv)" % running.info()[4],
+        )
+    return running, spare
+
+
+def _read(part, addr, mv):
+    part.readblocks(addr // _SECTOR, mv, addr % _SECTOR)
+
+
+def _xor_bytes(x, n):
+    # XOR of the n little-endian bytes of the integer x (XOR the halves until one is left).
+    while n > 1:
+        h = (n + 1) // 2
+        x = (x >> (h * 8)) ^ (x & ((1 << (h * 8)) - 1))
+        n = h
+    return x
+
+
+def app_image_length(part, length, buf=None):
+    # Length of the ESP-IDF app image at the start of `part` when it lies within the first
+    # `length` bytes and its checksum and appended SHA-256 (when present) match; 0 otherwise.
+    # The layout (esp_image_format.c): 24-byte header, segments (8-byte header + data, a
+    # multiple of 4), zero padding with the checksum in the last byte of a 16-byte block
+    # (0xEF XOR every data byte), then the SHA-256 of all of that when hash_appended is set.
+    import hashlib
+
+    length = min(length, part.info()[3])
+    if buf is None or len(buf) < _HASH:
+        buf = bytearray(_SECTOR)
+    mv = memoryview(buf)
+    if length < _HEADER:
+        return 0
+    head = mv[:_HEADER]
+    _read(part, 0, head)
+    count = head[1]
+    if head[0] != _MAGIC or not 1 <= count <= _MAX_SEGMENTS:
+        return 0
+    hashed = head[23]
+    digest = hashlib.sha256(head)
+    xor = width = 0  # the data XORed as integers (bytes at the same offset in a chunk)
+    pos = _HEADER
+    for _ in range(count):
+        if pos + _SEGMENT > length:
+            return 0
+        seg = mv[:_SEGMENT]
+        _read(part, pos, seg)
+        digest.update(seg)
+        end = pos + _SEGMENT + int.from_bytes(seg[4:], "little")
+        pos += _SEGMENT
+        if (end - pos) & 3 or end > length:
+            return 0
+        while pos < end:
+            chunk = mv[: min(len(mv), end - pos)]
+            _read(part, pos, chunk)
+            digest.update(chunk)
+            xor ^= int.from_bytes(chunk, "little")
+            pos += len(chunk)
+            width = max(width, len(chunk))
+    end = (pos + 16) & ~15
+    if end > length:
+        return 0
+    tail = mv[: end - pos]
+    _read(part, pos, tail)
+    if tail[-1] != _CHECKSUM_SEED ^ _xor_bytes(xor, width):
+        return 0
+    if hashed:
+        digest.update(tail)
+        if end + _HASH > length:
+            return 0
+        want = mv[:_HASH]
+        _read(part, end, want)
+        if digest.digest() != bytes(want):
+            return 0
+        end += _HASH
+    return end
+
+
+def check_image(part, length, buf=None):
+    if not app_image_length(part, length, buf):
+        return False
+    # The bootloader also refuses an image built for another chip: compare the chip id with
+    # the running app's (when the running app's header can be read).
+    new = bytearray(_HEADER)
+    cur = bytearray(_HEADER)
+    _read(part, 0, new)
+    Partition(Partition.RUNNING).readblocks(0, cur)
+    return cur[0] != _MAGIC or new[12:14] == cur[12:14]
+
+
+def core_version():
+    # The version in the running app's description (esp_app_desc_t.version) when the build
+    # sets one; MicroPython's own builds leave it empty (CONFIG_APP_EXCLUDE_PROJECT_VER_VAR),
+    # and then the MicroPython release is the core version.
+    d = bytearray(48)
+    Partition(Partition.RUNNING).readblocks(0, d, _DESC)
+    if d[:4] == _DESC_MAGIC:
+        v = bytes(d[16:]).split(b"\0")[0]
+        if v:
+            return v.decode()
+    import os
+
+    try:
+        return os.uname().release
+    except AttributeError:
+        import sys
+
+        return "%d.%d.%d" % sys.implementation.version[:3]
+
+
+def reset():
+    machine.reset()
+
+
+def soft_reset():
+    machine.soft_reset()
+
+
+def deepsleep(ms=0):
+    # The ESP32 bootloader of MicroPython builds skips app selection on a deep-sleep wake
+    # (CONFIG_BOOTLOADER_SKIP_VALIDATE_IN_DEEP_SLEEP): after set_boot() only a reset switches
+    # to the new app, so a pending switch turns the sleep into a reset.
+    try:
+        switch = Partition(Partition.BOOT).info()[2] != Partition(Partition.RUNNING).info()[2]
+    except OSError:  # no otadata (a factory-only table): nothing can be pending
+        switch = False
+    if switch:
+        machine.reset()
+    machine.deepsleep(ms)
+
+
+def reset_cause():
+    c = machine.reset_cause()
+    if c == machine.PWRON_RESET:
+        return "power_on"
+    if c == machine.DEEPSLEEP_RESET:
+        return "deepsleep"
+    if c == machine.SOFT_RESET:
+        return "soft"
+    if c == machine.WDT_RESET:
+        return "watchdog"
+    if c == getattr(machine, "BROWNOUT_RESET", None):
+        return "power_cut"
+    return "hard"
+
+
+def unique_id():
+    return machine.unique_id()
+
+
+def mac():
+    import network
+
+    return ":".join("%02x" % b for b in network.WLAN(network.STA_IF).config("mac"))
+
+
+def imei():
+    return None
+
+
+def network_up():
+    # True when the Wi-Fi station or an Ethernet interface the app created is connected.
+    import network
+
+    if hasattr(network, "WLAN") and network.WLAN(network.STA_IF).isconnected():
+        return True
+    if hasattr(network, "LAN"):
+        try:
+            return network.LAN().isconnected()  # the existing LAN object, once one was made
+        except (TypeError, ValueError, OSError):  # no Ethernet configured
+            pass
+    return False

@@ -1,0 +1,658 @@
+"""Streaming HTTP/1.1 client for the mpfota engine (MicroPython only, asyncio).
+
+    from mpfota import http
+    buf = bytearray(4096)                       # one buffer per stream, owned by the caller
+    resp = await http.request("GET", url, buf,
+                              headers=None,     # dict or list of (name, value)
+                              body=None,        # bytes or str; sends Content-Length
+                              range_start=None, # N -> "Range: bytes=N-"
+                              if_range=None,    # ETag or Last-Modified -> "If-Range: ..."
+                              server_cert=None, # CA (PEM or DER): verify the server and its name
+                              client_cert=None, client_key=None,  # PEM or DER, key unencrypted
+                              client_password=None,  # unsupported: raises ERR_CONNECT
+                              connect_timeout_ms=10000,  # TCP connect, TLS handshake, request
+                              read_timeout_ms=30000,     # longest wait for any response bytes
+                              deadline_ms=600000,        # the whole transaction, redirects too
+                              max_redirects=5)
+    resp.status, resp.url (after redirects), resp.redirects (hops followed),
+    resp.content_length (None when not announced), resp.content_range ((start, end, total)
+    or None; start/end None for "*/total", total None for "/*"), resp.chunked, resp.etag,
+    resp.last_modified, resp.location (of an unfollowed 3xx), resp.retry_after (int seconds,
+    or the HTTP-date string)
+    n = await resp.readinto(mv)   # body bytes into mv[:n]; 0 at the end of the body
+    data = await resp.read(limit=1024)   # at most `limit` body bytes (to log an error body)
+    await resp.aclose()           # or resp.close(); also done when the body is complete
+
+Every status comes back to the caller (200 and 206 carry data; others have their body
+readable). Redirects 301/302/303/307/308 are followed (303 turns the request into a GET
+without a body); Range and If-Range are sent again on every hop. A 206 whose Content-Range
+does not start at range_start is refused. When If-Range does not match, the server answers
+200 with the whole body: the caller must start again from 0.
+
+Failures raise HTTPError(code, msg), with the LuatOS http error numbers below and a cause
+for the log. getaddrinfo() is blocking (as in asyncio.open_connection).
+
+Memory: header lines are parsed inside `buf` (a line longer than `buf` is an error). Body
+bytes go straight from the socket into the caller's memoryview (socket.readinto with a length:
+no slice, no copy); only bytes already buffered with the head or with a chunk-size line are
+copied out of `buf`. Per readinto call the only allocation is the coroutine object MicroPython
+creates for every `await`.
+"""
+
+import asyncio
+import socket
+from asyncio import core
+from errno import EINPROGRESS
+from time import ticks_add, ticks_diff, ticks_ms
+
+from micropython import const
+
+from mpfota import httpparse as hp
+
+# LuatOS http error numbers (components/network/libhttp).
+ERR_STATE = const(-1)  # bad arguments, redirect loop, too many redirects
+ERR_HEADER = const(-2)  # malformed or oversized response head
+ERR_BODY = const(-3)  # malformed chunked body
+ERR_CONNECT = const(-4)  # DNS, connect, TLS handshake or verification, sending the request
+ERR_CLOSE = const(-5)  # the server closed before the end of the response
+ERR_RX = const(-6)  # receive error after the response started
+ERR_DOWNLOAD = const(-7)  # not raised here (LuatOS: download to file failed)
+ERR_TIMEOUT = const(-8)  # connect, idle read or overall deadline expired
+ERR_FOTA = const(-9)  # not raised here (LuatOS: FOTA mode rejected the answer)
+
+MAX_HEADER_LINES = const(64)
+
+_LENGTH = const(0)  # body framed by Content-Length
+_CHUNKED = const(1)
+_TO_CLOSE = const(2)  # HTTP/1.0 style: the body ends when the server closes
+_DONE = const(3)
+
+# What an expired wait means (the message is built only when it fires).
+_T_CONNECT = const(0)
+_T_SEND = const(1)
+_T_READ = const(2)
+_T_DEADLINE = const(3)
+
+_MBEDTLS_CONN_EOF = const(-0x7280)  # TCP closed under TLS without close_notify
+_CLOSED_ERRNOS = (104, 32, 107, _MBEDTLS_CONN_EOF)  # ECONNRESET, EPIPE, ENOTCONN
+
+
+class HTTPError(Exception):
+    """An HTTP transaction failed: .code is one of the ERR_* numbers, .msg the cause."""
+
+    def __init__(self, code, msg):
+        super().__init__(code, msg)
+        self.code = code
+        self.msg = msg
+
+    def __str__(self):
+        return "http error %d: %s" % (self.code, self.msg)
+
+
+_NO_PASSWORD = (
+    "encrypted client keys are not supported: MicroPython's ssl loads keys without a "
+    "password; store the client key unencrypted (client_password must be empty)"
+)
+
+
+def _der(data, what):
+    # Certificates and keys as a list of DER blobs. PEM is decoded here because not every
+    # MicroPython build has mbedTLS's PEM parser (the unix port's has none), while every
+    # build takes DER. A str is data, never a file name (ssl.SSLContext would open it).
+    import binascii
+
+    if isinstance(data, str):
+        data = data.encode()
+    if b"-----BEGIN" not in data:
+        return [bytes(data)]
+    out = []
+    pos = 0
+    while True:
+        a = data.find(b"-----BEGIN", pos)
+        if a < 0:
+            break
+        b = data.find(b"\n", a)  # end of the BEGIN line
+        e = data.find(b"-----END", a)
+        if b < 0 or e < b:
+            raise ValueError("%s: broken PEM" % what)
+        if b"ENCRYPTED" in data[a:b] or b"Proc-Type:" in data[b:e]:
+            raise ValueError(_NO_PASSWORD)
+        try:
+            out.append(binascii.a2b_base64(data[b + 1 : e]))
+        except ValueError:
+            raise ValueError("%s: bad base64 in PEM" % what)
+        pos = e + 8
+    if not out:
+        raise ValueError("%s: no PEM block" % what)
+    return out
+
+
+def _cause(e):
+    # One log line: mbedTLS verification reports span lines; a bare errno gets its name.
+    if isinstance(e, OSError) and len(e.args) == 1 and isinstance(e.args[0], int):
+        import errno
+
+        n = e.args[0]
+        name = errno.errorcode.get(n)
+        return "%s (errno %d)" % (name, n) if name else "errno %d" % n
+    return " ".join(str(e).split())
+
+
+def _io_wait(sock, write):
+    # Suspend the current task until sock is readable or writable. This is exactly what
+    # asyncio's Stream methods do; doing it here lets us read with socket.readinto(mv, n)
+    # (Stream.readinto takes no length, which would cost a memoryview slice per read).
+    if write:
+        yield core._io_queue.queue_write(sock)
+    else:
+        yield core._io_queue.queue_read(sock)
+
+
+class Response:
+    def __init__(self, buf, connect_ms, read_ms, deadline_ms):
+        if not isinstance(buf, bytearray) or len(buf) < 64:
+            raise HTTPError(ERR_STATE, "buf must be a bytearray of at least 64 bytes")
+        self._buf = buf
+        self._mv = memoryview(buf)
+        self._connect_ms = connect_ms
+        self._read_ms = read_ms
+        self._deadline_ms = deadline_ms
+        self._deadline = ticks_add(ticks_ms(), deadline_ms)
+        # The watchdog: one task per transaction, not a wait_for (two tasks) per read.
+        self._watch = None
+        self._waiter = None  # task suspended in an I/O wait, or None
+        self._until = 0  # when that wait expires
+        self._why = 0  # which limit that expiry is (_T_*), for the error
+        self._fired = False
+        self._sock = None
+        self._ctx = None
+        self._tls = False  # the current connection is TLS
+        self._closed = False
+        self.url = None
+        self.redirects = 0
+        self._reset()
+
+    def _reset(self):
+        # A new connection (first request or a redirect hop).
+        self._reset_fields()
+        self._pos = self._end = 0
+        self._mode = _DONE
+        self._left = 0
+        self._got = 0  # body bytes delivered
+        self._chunks = 0
+        self._answered = False  # any response byte received on this connection
+
+    # ------------------------------------------------------------------ timeouts
+
+    async def _watchdog(self):
+        # Naps at most the shortest limit a wait can have, so it always wakes before any wait
+        # that starts during the nap expires; and never past the current wait's expiry.
+        while True:
+            now = ticks_ms()
+            nap = min(self._connect_ms, self._read_ms, ticks_diff(self._deadline, now))
+            w = self._waiter
+            if w is not None:
+                left = ticks_diff(self._until, now)
+                if left <= 0:
+                    self._fired = True
+                    self._watch = None
+                    w.cancel()
+                    return
+                nap = min(nap, left)
+            elif nap <= 0:
+                self._watch = None  # every later wait fails on the deadline by itself
+                return
+            await asyncio.sleep_ms(nap)
+
+    def _timeout(self, why):
+        if why == _T_CONNECT:
+            msg = "connect timeout (%d ms)" % self._connect_ms
+        elif why == _T_SEND:
+            msg = "sending the request timed out (%d ms)" % self._connect_ms
+        elif why == _T_READ:
+            msg = "no data for %d ms" % self._read_ms
+        else:
+            msg = "deadline of %d ms reached" % self._deadline_ms
+        return HTTPError(ERR_TIMEOUT, msg)
+
+    def _check_deadline(self):
+        if ticks_diff(self._deadline, ticks_ms()) <= 0:
+            raise self._timeout(_T_DEADLINE)
+
+    async def _wait(self, write, why):
+        # Wait until the socket is ready, for at most the limit of this kind of wait and
+        # never past the deadline.
+        now = ticks_ms()
+        left = ticks_diff(self._deadline, now)
+        if left <= 0:
+            raise self._timeout(_T_DEADLINE)
+        limit = self._read_ms if why == _T_READ else self._connect_ms
+        if limit < left:
+            left = limit
+        else:
+            why = _T_DEADLINE
+        self._why = why
+        self._until = ticks_add(now, left)
+        self._waiter = asyncio.current_task()
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watchdog())
+        try:
+            await _io_wait(self._sock, write)
+        except asyncio.CancelledError:
+            if self._fired:
+                self._fired = False
+                raise self._timeout(self._why)
+            raise
+        finally:
+            self._waiter = None
+
+    # ----------------------------------------------------------------- connection
+
+    def _tls_context(self, server_cert, client_cert, client_key, client_password):
+        if self._ctx is None:
+            if client_password:
+                raise HTTPError(ERR_CONNECT, _NO_PASSWORD)
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            try:
+                if client_cert is not None or client_key is not None:
+                    if client_cert is None or client_key is None:
+                        raise ValueError("client_cert and client_key go together")
+                    # The first certificate is the client's own (no chain is sent).
+                    cert = _der(client_cert, "client_cert")[0]
+                    ctx.load_cert_chain(cert, _der(client_key, "client_key")[0])
+                if server_cert is not None:
+                    for ca in _der(server_cert, "server_cert"):
+                        ctx.load_verify_locations(cadata=ca)
+                    ctx.verify_mode = ssl.CERT_REQUIRED
+                else:
+                    ctx.verify_mode = ssl.CERT_NONE
+            except (ValueError, OSError) as e:
+                raise HTTPError(ERR_CONNECT, "TLS setup failed: %s" % _cause(e))
+            self._ctx = ctx
+        return self._ctx
+
+    async def _connect(self, scheme, host, port, tls):
+        try:
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        except OSError as e:
+            raise HTTPError(ERR_CONNECT, "cannot resolve %s: %s" % (host, _cause(e)))
+        s = socket.socket(ai[0], ai[1], ai[2])
+        self._sock = s
+        s.setblocking(False)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if e.errno != EINPROGRESS:
+                raise HTTPError(ERR_CONNECT, "connect to %s:%d failed: %s" % (host, port, _cause(e)))
+        # Writable means connected or failed; a failure shows on the first write.
+        await self._wait(True, _T_CONNECT)
+        self._tls = scheme == "https"
+        if self._tls:
+            try:
+                self._sock = self._tls_context(*tls).wrap_socket(
+                    s, server_hostname=host, do_handshake_on_connect=False
+                )
+            except (ValueError, OSError) as e:
+                raise HTTPError(ERR_CONNECT, "TLS setup failed: %s" % _cause(e))
+
+    def _disconnect(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def _send(self, data):
+        # The TLS handshake runs inside these writes, so every failure here is a connect failure.
+        mv = memoryview(data)
+        off = 0
+        while off < len(mv):
+            try:
+                n = self._sock.write(mv[off:])
+            except (OSError, ValueError) as e:
+                raise HTTPError(ERR_CONNECT, "%s failed: %s" % (self._what(), _cause(e)))
+            if n is None:
+                await self._wait(True, _T_SEND)
+            else:
+                off += n
+
+    def _read_now(self, mv, n):
+        # socket.readinto without waiting: the count, 0 at EOF, None when nothing is there.
+        try:
+            r = self._sock.readinto(mv, n)
+        except (OSError, ValueError) as e:
+            raise self._rx_error(e)
+        if r:
+            self._answered = True
+        return r
+
+    async def _recv(self, mv, n):
+        # Read up to n bytes into mv[:n]; 0 at EOF. Waits only when nothing is available.
+        r = self._read_now(mv, n)
+        while r is None:
+            await self._wait(False, _T_READ)
+            r = self._read_now(mv, n)
+        return r
+
+    def _rx_error(self, e):
+        if not self._answered:
+            # Includes TLS failures that show only when the server's answer is read (TLS 1.3
+            # sends a client certificate rejection after the handshake).
+            return HTTPError(ERR_CONNECT, "%s failed: %s" % (self._what(), _cause(e)))
+        if isinstance(e, OSError) and e.errno in _CLOSED_ERRNOS:
+            return HTTPError(ERR_CLOSE, "connection closed by the server: %s" % _cause(e))
+        return HTTPError(ERR_RX, "receive failed: %s" % _cause(e))
+
+    def _what(self):
+        return "TLS connection" if self._tls else "connection"
+
+    # ------------------------------------------------------------- response head
+
+    async def _fill(self, err):
+        # Read more bytes into buf after the unconsumed ones; False at EOF.
+        buf = self._buf
+        if self._pos == self._end:
+            self._pos = self._end = 0
+        elif self._end == len(buf):
+            if self._pos == 0:
+                raise HTTPError(err, "line longer than the %d-byte buffer" % len(buf))
+            keep = bytes(self._mv[self._pos : self._end])  # a partial line: small
+            buf[: len(keep)] = keep
+            self._pos, self._end = 0, len(keep)
+        end = self._end
+        n = await self._recv(self._mv[end:] if end else buf, len(buf) - end)
+        self._end = end + n
+        return n > 0
+
+    async def _line(self, err, eof_msg):
+        # Next line from the stream without its line end (a bare LF is accepted).
+        buf = self._buf
+        while True:
+            i = buf.find(b"\n", self._pos, self._end)
+            if i >= 0:
+                a = self._pos
+                self._pos = i + 1
+                if i > a and buf[i - 1] == 13:
+                    i -= 1
+                return bytes(self._mv[a:i])
+            if not await self._fill(err):
+                raise HTTPError(ERR_CLOSE, eof_msg)
+
+    async def _read_head(self, method, range_start):
+        lines = 0
+        while True:
+            self._reset_fields()
+            line = await self._line(
+                ERR_HEADER,
+                "server closed the connection in the response head"
+                if self._answered
+                else "server closed the connection without answering",
+            )
+            try:
+                self.status = hp.parse_status_line(line)
+            except hp.ParseError as e:
+                raise HTTPError(ERR_HEADER, str(e))
+            te = cl = None
+            while True:
+                line = await self._line(ERR_HEADER, "server closed the connection in the response head")
+                if not line:
+                    break
+                lines += 1
+                if lines > MAX_HEADER_LINES:
+                    raise HTTPError(ERR_HEADER, "endless headers: more than %d lines" % MAX_HEADER_LINES)
+                try:
+                    kv = hp.parse_header(line)
+                    if kv is None:
+                        continue
+                    name, value = kv
+                    if name == "content-length":
+                        n = hp.parse_content_length(value)
+                        if cl is not None and n != cl:
+                            raise hp.ParseError("conflicting Content-Length headers")
+                        cl = n
+                    elif name == "transfer-encoding":
+                        te = value if te is None else te + "," + value
+                    elif name == "location":
+                        self.location = value
+                    elif name == "content-range":
+                        self.content_range = hp.parse_content_range(value)
+                    elif name == "etag":
+                        self.etag = value
+                    elif name == "last-modified":
+                        self.last_modified = value
+                    elif name == "retry-after":
+                        self.retry_after = hp.parse_retry_after(value)
+                except hp.ParseError as e:
+                    raise HTTPError(ERR_HEADER, str(e))
+            if self.status >= 200:
+                break
+            lines += 1  # a 1xx interim answer: skip it, its lines count against the limit
+        self.content_length = cl
+        if method == "HEAD" or self.status in (204, 304):
+            self._mode = _DONE
+        elif te is not None:
+            self.chunked = hp.is_chunked(te)
+            self._mode = _CHUNKED if self.chunked else _TO_CLOSE
+        elif cl is not None:
+            self._mode, self._left = (_LENGTH, cl) if cl else (_DONE, 0)
+        else:
+            self._mode = _TO_CLOSE
+        if self.status == 206:
+            cr = self.content_range
+            if cr is None or cr[0] is None:
+                raise HTTPError(ERR_HEADER, "206 without a byte Content-Range")
+            if range_start is not None and cr[0] != range_start:
+                raise HTTPError(
+                    ERR_HEADER, "asked for bytes %d-, got Content-Range from %d" % (range_start, cr[0])
+                )
+
+    def _reset_fields(self):
+        self.status = 0
+        self.content_length = None
+        self.content_range = None
+        self.chunked = False
+        self.etag = None
+        self.last_modified = None
+        self.location = None
+        self.retry_after = None
+
+    # -------------------------------------------------------------------- body
+
+    async def _next_chunk(self):
+        eof = "server closed the connection in the chunked body"
+        if self._chunks:
+            if await self._line(ERR_BODY, eof):
+                raise HTTPError(ERR_BODY, "chunk data not followed by CRLF")
+        self._chunks += 1
+        try:
+            size = hp.parse_chunk_size(await self._line(ERR_BODY, eof))
+        except hp.ParseError as e:
+            raise HTTPError(ERR_BODY, str(e))
+        if size == 0:
+            for _ in range(MAX_HEADER_LINES + 1):  # trailer lines, up to the empty line
+                if not await self._line(ERR_BODY, eof):
+                    self._finish()
+                    return
+            raise HTTPError(ERR_BODY, "endless trailers")
+        self._left = size
+
+    def _finish(self):
+        # The body is complete: nothing more to read on this connection.
+        self._mode = _DONE
+        self.close()
+
+    async def readinto(self, mv):
+        """Read body bytes into mv (bytearray or memoryview); return the count, 0 at the end."""
+        if self._mode == _CHUNKED and self._left == 0:
+            await self._next_chunk()
+        if self._mode == _DONE:
+            return 0
+        if self._closed:
+            raise HTTPError(ERR_STATE, "response already closed")
+        self._check_deadline()
+        n = len(mv)
+        if not n:
+            raise HTTPError(ERR_STATE, "readinto needs a non-empty buffer")
+        if self._mode != _TO_CLOSE and self._left < n:
+            n = self._left
+        have = self._end - self._pos
+        if have:
+            # Bytes that arrived with the head or a chunk-size line.
+            if have < n:
+                n = have
+            mv[:n] = self._mv[self._pos : self._pos + n]
+            self._pos += n
+        else:
+            # Straight from the socket into mv: no slice, no copy.
+            r = self._read_now(mv, n)
+            if r is None:
+                while r is None:
+                    await self._wait(False, _T_READ)
+                    r = self._read_now(mv, n)
+            else:
+                # Let other tasks run even when the socket always has data (fast links).
+                await asyncio.sleep_ms(0)
+            n = r
+            if not n:
+                if self._mode == _TO_CLOSE:
+                    self._finish()
+                    return 0
+                if self._mode == _LENGTH:
+                    msg = "after %d of %d body bytes" % (self._got, self.content_length)
+                else:
+                    msg = "in chunk %d, %d bytes short" % (self._chunks, self._left)
+                raise HTTPError(ERR_CLOSE, "server closed the connection " + msg)
+        self._got += n
+        if self._mode != _TO_CLOSE:
+            self._left -= n
+            if self._mode == _LENGTH and not self._left:
+                self._finish()
+        return n
+
+    async def read(self, limit=1024):
+        """At most `limit` body bytes as bytes (for logging an error body); then close."""
+        out = bytearray(limit)
+        mv = memoryview(out)
+        n = 0
+        try:
+            while n < limit:
+                r = await self.readinto(mv[n:])
+                if not r:
+                    break
+                n += r
+        finally:
+            self.close()
+        return bytes(mv[:n])
+
+    def close(self):
+        self._closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self._disconnect()
+
+    async def aclose(self):
+        self.close()
+
+    # --------------------------------------------------------------- transaction
+
+    async def _run(self, method, url, headers, body, range_start, if_range, tls, max_redirects):
+        seen = []
+        while True:
+            try:
+                scheme, host, port, target = hp.split_url(url)
+            except hp.ParseError as e:
+                raise HTTPError(ERR_STATE, "bad URL: %s" % e)
+            head = _request_head(
+                method, target, hp.authority(scheme, host, port), headers, body, range_start, if_range
+            )
+            self._reset()
+            await self._connect(scheme, host, port, tls)
+            await self._send(head)
+            if body:
+                await self._send(body)
+            await self._read_head(method, range_start)
+            if self.status not in (301, 302, 303, 307, 308) or self.location is None:
+                break
+            seen.append(url)
+            if len(seen) > max_redirects:
+                raise HTTPError(ERR_STATE, "too many redirects (more than %d)" % max_redirects)
+            try:
+                nxt = hp.resolve_location(url, self.location)
+            except hp.ParseError as e:
+                raise HTTPError(ERR_HEADER, "bad Location %r: %s" % (self.location[:80], e))
+            if nxt in seen:
+                raise HTTPError(ERR_STATE, "redirect loop at %s" % nxt)
+            if self.status == 303 and method != "HEAD":
+                method, body = "GET", None
+            self._disconnect()
+            url = nxt
+        self.url = url
+        self.redirects = len(seen)
+        if self._mode == _DONE:
+            self.close()
+
+
+def _request_head(method, target, host, headers, body, range_start, if_range):
+    out = ["%s %s HTTP/1.1\r\n" % (method, target)]
+    given = []
+    for k, v in headers.items() if hasattr(headers, "items") else headers or ():
+        k, v = str(k), str(v)
+        if not hp.is_token(k.encode()) or "\r" in v or "\n" in v:
+            raise HTTPError(ERR_STATE, "bad request header %r" % k[:40])
+        lk = k.lower()
+        if lk == "content-length":
+            continue  # ours is the true length of body
+        given.append(lk)
+        out.append("%s: %s\r\n" % (k, v))
+    if "host" not in given:
+        out.append("Host: %s\r\n" % host)
+    if "connection" not in given:
+        out.append("Connection: close\r\n")
+    if "user-agent" not in given:
+        out.append("User-Agent: mpfota\r\n")
+    if range_start is not None:
+        out.append("Range: bytes=%d-\r\n" % range_start)
+    if if_range is not None:
+        out.append("If-Range: %s\r\n" % if_range)
+    if body is not None:
+        out.append("Content-Length: %d\r\n" % len(body))
+    out.append("\r\n")
+    return "".join(out).encode()
+
+
+async def request(
+    method,
+    url,
+    buf,
+    headers=None,
+    body=None,
+    range_start=None,
+    if_range=None,
+    server_cert=None,
+    client_cert=None,
+    client_key=None,
+    client_password=None,
+    connect_timeout_ms=10000,
+    read_timeout_ms=30000,
+    deadline_ms=600000,
+    max_redirects=5,
+):
+    """Send a request and read the response head; see the module docstring."""
+    method = str(method).upper()
+    if not hp.is_token(method.encode()):
+        raise HTTPError(ERR_STATE, "bad method %r" % method[:20])
+    if isinstance(body, str):
+        body = body.encode()
+    if range_start is not None and (not isinstance(range_start, int) or range_start < 0):
+        raise HTTPError(ERR_STATE, "bad range_start %r" % (range_start,))
+    if if_range is not None and ("\r" in if_range or "\n" in if_range):
+        raise HTTPError(ERR_STATE, "bad if_range")
+    resp = Response(buf, connect_timeout_ms, read_timeout_ms, deadline_ms)
+    tls = (server_cert, client_cert, client_key, client_password)
+    try:
+        await resp._run(method, url, headers, body, range_start, if_range, tls, max_redirects)
+    except BaseException:
+        resp.close()
+        raise
+    return resp
