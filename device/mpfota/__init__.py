@@ -1,0 +1,1 @@
+"""mpfota internals: HTTP client, slot writer, persisted state, boot confirmation."""
