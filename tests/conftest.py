@@ -65,3 +65,37 @@ def make_vboard(tmp_path):
 def vboard(make_vboard):
     """A fresh virtual board: two 256 KiB slots, core 1.0.0 in slot 0, 256 KiB littlefs."""
     return make_vboard()
+
+
+class UpdateServer:
+    """The session HTTP test server, with core images for the default test board registered.
+
+    Device side: http_server's dict plus "images": {name: {"size", "md5", "sha256", "path"}}.
+    """
+
+    IMAGES = {"core-2.0.0": ("2.0.0", 40_000), "core-3.0.0": ("3.0.0", 70_000),
+              "core-huge": ("9.0.0", 300_000)}
+
+    def __init__(self, http_server) -> None:
+        import hashlib
+
+        from mpfota_host import image
+
+        self.http = http_server
+        self.images = {}
+        for name, (version, size) in self.IMAGES.items():
+            data = image.make_image(core_body(version, size), version)
+            http_server.add_blob(name, data)
+            self.images[name] = {"size": len(data), "md5": hashlib.md5(data).hexdigest(),
+                                 "sha256": hashlib.sha256(data).hexdigest(),
+                                 "path": "/blob/" + name, "version": version}
+
+    def to_device(self) -> dict:
+        d = self.http.to_device()
+        d["images"] = self.images
+        return d
+
+
+@pytest.fixture(scope="session")
+def update_server(http_server):
+    return UpdateServer(http_server)

@@ -43,9 +43,11 @@ def _checkpoint(upd, url, validator, length):
 
 async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=None, body=None,
                 server_cert=None, client_cert=None, client_key=None, client_password=None,
-                timeout_ms=600000, retries=3, progress=None, version=None, switch=True):
+                timeout_ms=600000, retries=3, progress=None, version=None, switch=True,
+                checkpoint=CHECKPOINT):
     """Download `url` into the spare slot; verify; switch the boot slot when `switch`.
 
+    Progress is saved every `checkpoint` bytes (a multiple of 4096) for resuming.
     Returns a Result. A non-2xx answer is not an error (Result.status says what it was);
     transport failures raise http.HTTPError and bad updates raise FotaError (code -9)."""
     import time
@@ -71,7 +73,7 @@ async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=N
                 if resp.status not in (200, 206):
                     text = (await resp.read(512)).decode("utf-8", "replace")
                     return Result(resp.status, 0, text)
-                total = await _take(resp, upd, url, offset, length, progress)
+                total = await _take(resp, upd, url, offset, length, progress, checkpoint)
             finally:
                 await resp.aclose()
             break
@@ -84,7 +86,7 @@ async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=N
             validator = _validator_of(url)
             log.warn("fota", "download interrupted (%s): retry %d at %d" % (e, attempt, offset))
     try:
-        upd.verify(total, md5, sha256)
+        upd.verify(length if length is not None else total, md5, sha256)
     except FotaError:
         state.clear(_RECORD)  # what is in the slot is wrong: the next attempt starts from 0
         raise
@@ -99,7 +101,7 @@ def _validator_of(url):
     return rec.get("validator") if rec and rec.get("url") == url else None
 
 
-async def _take(resp, upd, url, offset, length, progress):
+async def _take(resp, upd, url, offset, length, progress, checkpoint):
     # Stream one response into the slot; returns the total size of the update.
     w = upd.writer
     if resp.status == 200:
@@ -120,14 +122,15 @@ async def _take(resp, upd, url, offset, length, progress):
     validator = resp.etag or resp.last_modified
     _checkpoint(upd, url, validator, total)
     saved = w.flushed
+    limit = total if total is not None else length  # a chunked body announces nothing
     while True:
         n = await resp.readinto(w.space())
         if not n:
             break
         w.advance(n)
-        if total is not None and w.written > total:
-            raise FotaError(FOTA_ERROR, "body longer than announced")
-        if w.flushed - saved >= CHECKPOINT:
+        if limit is not None and w.written > limit:
+            raise FotaError(FOTA_ERROR, "body longer than announced (%d bytes)" % limit)
+        if w.flushed - saved >= checkpoint:
             _checkpoint(upd, url, validator, total)
             saved = w.flushed
         if progress:

@@ -74,7 +74,22 @@ _T_READ = const(2)
 _T_DEADLINE = const(3)
 
 _MBEDTLS_CONN_EOF = const(-0x7280)  # TCP closed under TLS without close_notify
-_CLOSED_ERRNOS = (104, 32, 107, _MBEDTLS_CONN_EOF)  # ECONNRESET, EPIPE, ENOTCONN
+_EPIPE = const(32)  # the same in Linux and newlib; MicroPython's errno module lacks it
+
+
+def _closed_errnos():
+    # Errors that mean "the server went away". Numbers differ between ports (ENOTCONN is 107
+    # on Linux, 128 in ESP-IDF's newlib), so take them from the errno module.
+    import errno
+
+    names = ("ECONNRESET", "ECONNABORTED", "ENOTCONN")
+    return tuple(getattr(errno, n) for n in names if hasattr(errno, n)) + (
+        _EPIPE,
+        _MBEDTLS_CONN_EOF,
+    )
+
+
+_CLOSED_ERRNOS = _closed_errnos()
 
 
 class HTTPError(Exception):
@@ -285,7 +300,9 @@ class Response:
             s.connect(ai[-1])
         except OSError as e:
             if e.errno != EINPROGRESS:
-                raise HTTPError(ERR_CONNECT, "connect to %s:%d failed: %s" % (host, port, _cause(e)))
+                raise HTTPError(
+                    ERR_CONNECT, "connect to %s:%d failed: %s" % (host, port, _cause(e))
+                )
         # Writable means connected or failed; a failure shows on the first write.
         await self._wait(True, _T_CONNECT)
         self._tls = scheme == "https"
@@ -366,6 +383,7 @@ class Response:
 
     async def _line(self, err, eof_msg):
         # Next line from the stream without its line end (a bare LF is accepted).
+        # At EOF: ERR_CLOSE with eof_msg, or a plainer cause when nothing came at all.
         buf = self._buf
         while True:
             i = buf.find(b"\n", self._pos, self._end)
@@ -376,30 +394,31 @@ class Response:
                     i -= 1
                 return bytes(self._mv[a:i])
             if not await self._fill(err):
+                if not self._answered:
+                    eof_msg = "server closed the connection without answering"
                 raise HTTPError(ERR_CLOSE, eof_msg)
 
     async def _read_head(self, method, range_start):
         lines = 0
         while True:
             self._reset_fields()
-            line = await self._line(
-                ERR_HEADER,
-                "server closed the connection in the response head"
-                if self._answered
-                else "server closed the connection without answering",
-            )
+            line = await self._line(ERR_HEADER, "server closed the connection in the response head")
             try:
                 self.status = hp.parse_status_line(line)
             except hp.ParseError as e:
                 raise HTTPError(ERR_HEADER, str(e))
             te = cl = None
             while True:
-                line = await self._line(ERR_HEADER, "server closed the connection in the response head")
+                line = await self._line(
+                    ERR_HEADER, "server closed the connection in the response head"
+                )
                 if not line:
                     break
                 lines += 1
                 if lines > MAX_HEADER_LINES:
-                    raise HTTPError(ERR_HEADER, "endless headers: more than %d lines" % MAX_HEADER_LINES)
+                    raise HTTPError(
+                        ERR_HEADER, "endless headers: more than %d lines" % MAX_HEADER_LINES
+                    )
                 try:
                     kv = hp.parse_header(line)
                     if kv is None:
@@ -441,9 +460,10 @@ class Response:
             cr = self.content_range
             if cr is None or cr[0] is None:
                 raise HTTPError(ERR_HEADER, "206 without a byte Content-Range")
-            if False:
+            if range_start is not None and cr[0] != range_start:
                 raise HTTPError(
-                    ERR_HEADER, "asked for bytes %d-, got Content-Range from %d" % (range_start, cr[0])
+                    ERR_HEADER,
+                    "asked for bytes %d-, got Content-Range from %d" % (range_start, cr[0]),
                 )
 
     def _reset_fields(self):
@@ -483,13 +503,15 @@ class Response:
 
     async def readinto(self, mv):
         """Read body bytes into mv (bytearray or memoryview); return the count, 0 at the end."""
-        if self._mode == _CHUNKED and self._left == 0:
-            await self._next_chunk()
         if self._mode == _DONE:
             return 0
         if self._closed:
             raise HTTPError(ERR_STATE, "response already closed")
         self._check_deadline()
+        if self._mode == _CHUNKED and self._left == 0:
+            await self._next_chunk()
+            if self._mode == _DONE:
+                return 0
         n = len(mv)
         if not n:
             raise HTTPError(ERR_STATE, "readinto needs a non-empty buffer")
@@ -564,7 +586,13 @@ class Response:
             except hp.ParseError as e:
                 raise HTTPError(ERR_STATE, "bad URL: %s" % e)
             head = _request_head(
-                method, target, hp.authority(scheme, host, port), headers, body, range_start, if_range
+                method,
+                target,
+                hp.authority(scheme, host, port),
+                headers,
+                body,
+                range_start,
+                if_range,
             )
             self._reset()
             await self._connect(scheme, host, port, tls)

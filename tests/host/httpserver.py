@@ -279,8 +279,18 @@ class HTTPTestServer:
         if self._stop.wait(ms / 1000):
             raise _Abort()
 
-    def _respond(self, conn, status: int, body: bytes = b"", headers=(), reason="X",
-                 te="length", chunk=None, ext=False, trailer=False):
+    def _respond(
+        self,
+        conn,
+        status: int,
+        body: bytes = b"",
+        headers=(),
+        reason="X",
+        te="length",
+        chunk=None,
+        ext=False,
+        trailer=False,
+    ):
         head = "HTTP/1.1 %d %s\r\n" % (status, reason)
         for k, v in headers:
             head += "%s: %s\r\n" % (k, v)
@@ -297,7 +307,7 @@ class HTTPTestServer:
         out = b""
         for i in range(0, len(body), size):
             piece = body[i : i + size]
-            out += b"%x%s\r\n%s\r\n" % (len(piece), b";ext=1;q=\"a b\"" if ext else b"", piece)
+            out += b"%x%s\r\n%s\r\n" % (len(piece), b';ext=1;q="a b"' if ext else b"", piece)
             if len(out) > 65536:
                 self._send(conn, out)
                 out = b""
@@ -334,19 +344,32 @@ class HTTPTestServer:
     def _do_blob(self, conn, req, args):
         blob = self._blob(args[0])
         data = blob.data
-        headers = [("ETag", blob.etag), ("Last-Modified", LAST_MODIFIED),
-                   ("Content-Type", "application/octet-stream")]
+        headers = [
+            ("ETag", blob.etag),
+            ("Last-Modified", LAST_MODIFIED),
+            ("Content-Type", "application/octet-stream"),
+        ]
         status, reason = 200, "OK"
         rng = req.header("range")
         if_range = req.header("if-range")
         if rng and (if_range is None or if_range in (blob.etag, LAST_MODIFIED)):
             start, end = self._parse_range(rng, len(data))
             if start is None:
-                self._respond(conn, 416, b"", [("Content-Range", "bytes */%d" % len(data))],
-                              reason="Range Not Satisfiable")
+                self._respond(
+                    conn,
+                    416,
+                    b"",
+                    [("Content-Range", "bytes */%d" % len(data))],
+                    reason="Range Not Satisfiable",
+                )
                 return True
             shift = int(req.arg("shift", "0"))
-            headers.append(("Content-Range", "bytes %d-%d/%d" % (start + shift, end + shift, len(data) + shift)))
+            headers.append(
+                (
+                    "Content-Range",
+                    "bytes %d-%d/%d" % (start + shift, end + shift, len(data) + shift),
+                )
+            )
             data = data[start : end + 1]
             status, reason = 206, "Partial Content"
         if req.method == "HEAD":
@@ -356,9 +379,17 @@ class HTTPTestServer:
             head += "Content-Length: %d\r\nConnection: close\r\n\r\n" % len(data)
             self._send(conn, head.encode())
             return True
-        self._respond(conn, status, data, headers, reason=reason, te=req.arg("te", "length"),
-                      chunk=int(req.arg("chunk", "4096")), ext=req.arg("ext") == "1",
-                      trailer=req.arg("trailer") == "1")
+        self._respond(
+            conn,
+            status,
+            data,
+            headers,
+            reason=reason,
+            te=req.arg("te", "length"),
+            chunk=int(req.arg("chunk", "4096")),
+            ext=req.arg("ext") == "1",
+            trailer=req.arg("trailer") == "1",
+        )
         return True
 
     @staticmethod
@@ -374,8 +405,9 @@ class HTTPTestServer:
         return start, end
 
     def _do_echo(self, conn, req, args):
-        self._respond(conn, 200, json.dumps(req.to_json()).encode(),
-                      [("Content-Type", "application/json")])
+        self._respond(
+            conn, 200, json.dumps(req.to_json()).encode(), [("Content-Type", "application/json")]
+        )
         return True
 
     def _do_requests(self, conn, req, args):
@@ -393,8 +425,14 @@ class HTTPTestServer:
         n = int(args[0])
         if n <= 0:
             target = req.arg("to", "/blob/small")
-            sub = Recorded(req.method, target, urlsplit(target).path,
-                           parse_qs(urlsplit(target).query), req.headers, req.body)
+            sub = Recorded(
+                req.method,
+                target,
+                urlsplit(target).path,
+                parse_qs(urlsplit(target).query),
+                req.headers,
+                req.body,
+            )
             return self._dispatch(conn, sub)
         query = urlsplit(req.target).query
         nxt = "%d?%s" % (n - 1, query)
@@ -480,7 +518,9 @@ class HTTPTestServer:
 
     def _do_long_header(self, conn, req, args):
         n = int(req.arg("len", "8192"))
-        self._send(conn, b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * n + b"\r\nContent-Length: 0\r\n\r\n")
+        self._send(
+            conn, b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * n + b"\r\nContent-Length: 0\r\n\r\n"
+        )
         return True
 
     def _do_long_status(self, conn, req, args):
@@ -609,7 +649,8 @@ def make_pki() -> PKI:
         )
         if ca:
             b = b.add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
             )
         else:
             usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
@@ -625,32 +666,49 @@ def make_pki() -> PKI:
         return c.public_bytes(serialization.Encoding.PEM).decode()
 
     def key_pem(k, password=None):
-        enc = (serialization.BestAvailableEncryption(password) if password
-               else serialization.NoEncryption())
-        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                               enc).decode()
+        enc = (
+            serialization.BestAvailableEncryption(password)
+            if password
+            else serialization.NoEncryption()
+        )
+        return k.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
+        ).decode()
 
     ca_key, other_key, client_ca_key = key(), key(), key()
     ca = cert("mpfota test CA", ca_key, "mpfota test CA", ca_key, ca=True)
     other = cert("mpfota other CA", other_key, "mpfota other CA", other_key, ca=True)
     client_ca = cert("mpfota client CA", client_ca_key, "mpfota client CA", client_ca_key, ca=True)
     server_key, wrong_key, client_key = key(), key(), key()
-    server = cert("127.0.0.1", server_key, "mpfota test CA", ca_key, sans=[
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
-    wrong = cert("wrong.example", wrong_key, "mpfota test CA", ca_key,
-                 sans=[x509.DNSName("wrong.example")])
+    server = cert(
+        "127.0.0.1",
+        server_key,
+        "mpfota test CA",
+        ca_key,
+        sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+    )
+    wrong = cert(
+        "wrong.example", wrong_key, "mpfota test CA", ca_key, sans=[x509.DNSName("wrong.example")]
+    )
     client = cert("mpfota device", client_key, "mpfota client CA", client_ca_key, client=True)
     return PKI(
-        ca=pem(ca), other_ca=pem(other), client_ca=pem(client_ca),
-        server_cert=pem(server), server_key=key_pem(server_key),
-        wrong_host_cert=pem(wrong), wrong_host_key=key_pem(wrong_key),
-        client_cert=pem(client), client_key=key_pem(client_key),
+        ca=pem(ca),
+        other_ca=pem(other),
+        client_ca=pem(client_ca),
+        server_cert=pem(server),
+        server_key=key_pem(server_key),
+        wrong_host_cert=pem(wrong),
+        wrong_host_key=key_pem(wrong_key),
+        client_cert=pem(client),
+        client_key=key_pem(client_key),
         client_key_encrypted=key_pem(client_key, CLIENT_KEY_PASSWORD),
         ca_der=ca.public_bytes(serialization.Encoding.DER),
     )
 
 
-def server_context(pki: PKI, directory, wrong_host=False, require_client_cert=False) -> ssl.SSLContext:
+def server_context(
+    pki: PKI, directory, wrong_host=False, require_client_cert=False
+) -> ssl.SSLContext:
     """A TLS server context: the server (or wrong-host) certificate, optionally demanding a
     client certificate signed by the client CA."""
     from pathlib import Path

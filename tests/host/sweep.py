@@ -1,7 +1,8 @@
 """Power-cut sweeps on the virtual board.
 
-A scenario is a board directory in its starting state plus an app (installed as /main.py) that
-drives an update to completion over several boots and exits 0 when the board runs the target.
+A scenario is a board directory in its starting state plus an app (installed as /main.py at
+the first boot, or None when the start state already holds it) that drives an update to
+completion over several boots and exits 0 when the board runs the target.
 `dry_run` counts the flash operations of every boot; `cut_at(k)` replays the scenario on a fresh
 copy with the power cut after global operation k, then powers the board on again until the app
 finishes, and reports what it finds.
@@ -50,7 +51,7 @@ def boot_until_done(board: Path, outcome: Outcome, app: Path | None = None) -> N
 
 
 class Sweep:
-    def __init__(self, start: Path, app: Path, work: Path) -> None:
+    def __init__(self, start: Path, app: Path | None, work: Path) -> None:
         self.start = start
         self.app = app
         self.work = work

@@ -41,10 +41,27 @@ def test_split_url(url, parts):
 @pytest.mark.parametrize(
     "url",
     [
-        "", "example.com/x", "ftp://h/x", "://h/", "http://", "http:///p", "http://h:/",
-        "http://h:0/", "http://h:65536/", "http://h:+80/", "http://h:8_0/", "http://h: 80/",
-        "http://user:pw@h/", "http://[::1/", "http://[zz]/", "http://[::1]x/", "http://h/a b",
-        "http://h/\r\nX: y", "http://h/\u00e9", "http://h\x00/", b"http://h/",
+        "",
+        "example.com/x",
+        "ftp://h/x",
+        "://h/",
+        "http://",
+        "http:///p",
+        "http://h:/",
+        "http://h:0/",
+        "http://h:65536/",
+        "http://h:+80/",
+        "http://h:8_0/",
+        "http://h: 80/",
+        "http://user:pw@h/",
+        "http://[::1/",
+        "http://[zz]/",
+        "http://[::1]x/",
+        "http://h/a b",
+        "http://h/\r\nX: y",
+        "http://h/\u00e9",
+        "http://h\x00/",
+        b"http://h/",
     ],
 )
 def test_split_url_rejects(url):
@@ -99,7 +116,9 @@ def test_resolve_location_keeps_ipv6_and_https_origins():
     assert hp.resolve_location("https://h/a", "//g:81/x") == "https://g:81/x"
 
 
-@pytest.mark.parametrize("loc", ["", "   ", "ftp://h/x", "mailto:a@b", "http:x", "g h", "//", "//h:99999/"])
+@pytest.mark.parametrize(
+    "loc", ["", "   ", "ftp://h/x", "mailto:a@b", "http:x", "g h", "//", "//h:99999/"]
+)
 def test_resolve_location_rejects(loc):
     with pytest.raises(ParseError):
         hp.resolve_location(BASE, loc)
@@ -126,9 +145,20 @@ def test_status_line(line, status):
 @pytest.mark.parametrize(
     "line",
     [
-        b"", b"SPAM AND EGGS", b"HTTP/2 200", b"HTTP/1.1 2", b"HTTP/1.1 20", b"HTTP/1.1 2000",
-        b"HTTP/1.1  200", b"http/1.1 200 OK", b"HTTP/1.x 200 OK", b"HTTP/1.1 099 x", b"HTTP/1.1 +20 x",
-        b"HTTP/1.1 2a0 x", b"ICY 200 OK", bytes(range(256)),
+        b"",
+        b"SPAM AND EGGS",
+        b"HTTP/2 200",
+        b"HTTP/1.1 2",
+        b"HTTP/1.1 20",
+        b"HTTP/1.1 2000",
+        b"HTTP/1.1  200",
+        b"http/1.1 200 OK",
+        b"HTTP/1.x 200 OK",
+        b"HTTP/1.1 099 x",
+        b"HTTP/1.1 +20 x",
+        b"HTTP/1.1 2a0 x",
+        b"ICY 200 OK",
+        bytes(range(256)),
     ],
 )
 def test_status_line_rejects(line):
@@ -150,8 +180,16 @@ def test_headers_kept_and_skipped():
 
 @pytest.mark.parametrize(
     "line",
-    [b"no colon here", b": empty name", b"Bad Name: x", b"Content-Length : 1", b"X\x00: y",
-     b"ETag: \xff", b"Location: a\x00b", "Location: x".encode("utf-16")],
+    [
+        b"no colon here",
+        b": empty name",
+        b"Bad Name: x",
+        b"Content-Length : 1",
+        b"X\x00: y",
+        b"ETag: \xff",
+        b"Location: a\x00b",
+        "Location: x".encode("utf-16"),
+    ],
 )
 def test_headers_rejected(line):
     with pytest.raises(ParseError):
@@ -187,8 +225,19 @@ def test_content_range():
     assert hp.parse_content_range("bytes 0-99/100") == (0, 99, 100)
     assert hp.parse_content_range("BYTES 5-5/*") == (5, 5, None)
     assert hp.parse_content_range("bytes */1000") == (None, None, 1000)
-    for bad in ("", "bytes", "bytes 5-4/10", "bytes 0-10/10", "bytes */*", "items 0-1/2",
-                "bytes 0-/10", "bytes -1/10", "bytes 0-1", "bytes a-b/c", "bytes 0-1/-2"):
+    for bad in (
+        "",
+        "bytes",
+        "bytes 5-4/10",
+        "bytes 0-10/10",
+        "bytes */*",
+        "items 0-1/2",
+        "bytes 0-/10",
+        "bytes -1/10",
+        "bytes 0-1",
+        "bytes a-b/c",
+        "bytes 0-1/-2",
+    ):
         with pytest.raises(ParseError):
             hp.parse_content_range(bad)
 
@@ -205,21 +254,74 @@ def test_retry_after():
 
 
 BYTE_PARSERS = (hp.parse_status_line, hp.parse_header, hp.parse_chunk_size)
-TEXT_PARSERS = (hp.split_url, hp.parse_content_length, hp.parse_content_range, hp.parse_retry_after,
-                hp.is_chunked, lambda s: hp.resolve_location(BASE, s))
+TEXT_PARSERS = (
+    hp.split_url,
+    hp.parse_content_length,
+    hp.parse_content_range,
+    hp.parse_retry_after,
+    hp.is_chunked,
+    lambda s: hp.resolve_location(BASE, s),
+)
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Bytes that look like HTTP more often than uniform noise does.
 http_bytes = st.one_of(
     st.binary(max_size=80),
-    st.lists(st.sampled_from([b"HTTP/1.", b"1", b" ", b"200", b":", b";", b"\r", b"\n", b"\t", b"\xff",
-                              b"ff", b"content-length", b"0", b"-", b"x"]), max_size=12).map(b"".join),
+    st.lists(
+        st.sampled_from(
+            [
+                b"HTTP/1.",
+                b"1",
+                b" ",
+                b"200",
+                b":",
+                b";",
+                b"\r",
+                b"\n",
+                b"\t",
+                b"\xff",
+                b"ff",
+                b"content-length",
+                b"0",
+                b"-",
+                b"x",
+            ]
+        ),
+        max_size=12,
+    ).map(b"".join),
 )
 url_text = st.one_of(
     st.text(max_size=60),
-    st.lists(st.sampled_from(["http", "https", "://", "//", "/", "?", "#", "[", "]", ":", "::1", "@",
-                              ".", "..", "h", "80", "65536", " ", "%", "\u00e9", "bytes ", "*", "-"]),
-             max_size=12).map("".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "http",
+                "https",
+                "://",
+                "//",
+                "/",
+                "?",
+                "#",
+                "[",
+                "]",
+                ":",
+                "::1",
+                "@",
+                ".",
+                "..",
+                "h",
+                "80",
+                "65536",
+                " ",
+                "%",
+                "\u00e9",
+                "bytes ",
+                "*",
+                "-",
+            ]
+        ),
+        max_size=12,
+    ).map("".join),
 )
 
 
@@ -271,16 +373,61 @@ def _mutate(rnd, seq, pieces):
 def _cases(n=600, seed=7):
     """Well-formed inputs, lightly damaged ones, and noise."""
     rnd = random.Random(seed)
-    byte_seeds = [b"HTTP/1.1 200 OK", b"HTTP/1.0 404 Not Found", b"HTTP/1.1 206", b"Content-Length: 12",
-                  b'ETag: "x"', b"Location: /a", b"ff;a=b", b"0", b"1A", b"X-Y: z"]
+    byte_seeds = [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.0 404 Not Found",
+        b"HTTP/1.1 206",
+        b"Content-Length: 12",
+        b'ETag: "x"',
+        b"Location: /a",
+        b"ff;a=b",
+        b"0",
+        b"1A",
+        b"X-Y: z",
+    ]
     byte_pieces = [b"HTTP/1.", b"200", b" ", b":", b";", b"\r", b"\xff", b"f", b"1", b"x", b""]
-    text_seeds = [BASE, "https://[::1]:8443/a?b", "http://h", "/g", "../g", "g?y", "//h/x", "bytes 0-9/10",
-                  "bytes */5", "120", "Wed, 21 Oct 2015", "7, 7", "chunked", "gzip, chunked"]
-    text_pieces = ["http://", "/", "..", ".", "?", "#", "[", "]", ":", "0", "-", "*", " ", "%", "\u00e9", ""]
+    text_seeds = [
+        BASE,
+        "https://[::1]:8443/a?b",
+        "http://h",
+        "/g",
+        "../g",
+        "g?y",
+        "//h/x",
+        "bytes 0-9/10",
+        "bytes */5",
+        "120",
+        "Wed, 21 Oct 2015",
+        "7, 7",
+        "chunked",
+        "gzip, chunked",
+    ]
+    text_pieces = [
+        "http://",
+        "/",
+        "..",
+        ".",
+        "?",
+        "#",
+        "[",
+        "]",
+        ":",
+        "0",
+        "-",
+        "*",
+        " ",
+        "%",
+        "\u00e9",
+        "",
+    ]
     cases = []
     for _ in range(n):
         b = rnd.choice(byte_seeds)
-        b = rnd.randbytes(rnd.randint(0, 20)) if rnd.random() < 0.2 else _mutate(rnd, b, byte_pieces)
+        b = (
+            rnd.randbytes(rnd.randint(0, 20))
+            if rnd.random() < 0.2
+            else _mutate(rnd, b, byte_pieces)
+        )
         t = _mutate(rnd, rnd.choice(text_seeds), text_pieces)
         cases.append([b.hex(), t])
     return cases
@@ -298,10 +445,18 @@ def _run(f, *a):
 
 
 def _answers(b, t):
-    return [_run(hp.parse_status_line, b), _run(hp.parse_header, b), _run(hp.parse_chunk_size, b),
-            _run(hp.split_url, t), _run(hp.parse_content_length, t), _run(hp.parse_content_range, t),
-            _run(hp.parse_retry_after, t), _run(hp.is_chunked, t), _run(hp.resolve_location, BASE, t),
-            _run(hp.resolve_location, t, "../x")]
+    return [
+        _run(hp.parse_status_line, b),
+        _run(hp.parse_header, b),
+        _run(hp.parse_chunk_size, b),
+        _run(hp.split_url, t),
+        _run(hp.parse_content_length, t),
+        _run(hp.parse_content_range, t),
+        _run(hp.parse_retry_after, t),
+        _run(hp.is_chunked, t),
+        _run(hp.resolve_location, BASE, t),
+        _run(hp.resolve_location, t, "../x"),
+    ]
 
 
 _DUAL = r"""
@@ -317,10 +472,10 @@ def _run(f, *a):
     except Exception as e:
         return ["other", type(e).__name__]
 def _answers(b, t):
-    return [_run(hp.parse_status_line, b), _run(hp.parse_header, b), _run(hp.parse_chunk_size, b),
-            _run(hp.split_url, t), _run(hp.parse_content_length, t), _run(hp.parse_content_range, t),
-            _run(hp.parse_retry_after, t), _run(hp.is_chunked, t), _run(hp.resolve_location, BASE, t),
-            _run(hp.resolve_location, t, "../x")]
+    out = [_run(f, b) for f in (hp.parse_status_line, hp.parse_header, hp.parse_chunk_size)]
+    out += [_run(f, t) for f in (hp.split_url, hp.parse_content_length, hp.parse_content_range,
+                                 hp.parse_retry_after, hp.is_chunked)]
+    return out + [_run(hp.resolve_location, BASE, t), _run(hp.resolve_location, t, "../x")]
 for h, t in json.load(open(%r)):
     print(json.dumps(_answers(binascii.unhexlify(h), t)))
 """
@@ -334,7 +489,7 @@ def test_micropython_gives_the_same_answers(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got_all = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(got_all) == len(cases)
-    for (bhex, t), got in zip(cases, got_all):
+    for (bhex, t), got in zip(cases, got_all, strict=True):
         want = json.loads(json.dumps(_answers(bytes.fromhex(bhex), t)))
         assert got == want, (bhex, t, got, want)
         assert all(r[0] != "other" for r in got), (bhex, t, got)
