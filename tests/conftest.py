@@ -77,18 +77,23 @@ class UpdateServer:
               "core-huge": ("9.0.0", 300_000)}
 
     def __init__(self, http_server) -> None:
-        import hashlib
-
-        from mpfota_host import image
+        from mpfota_host import esp32image, image
 
         self.http = http_server
         self.images = {}
         for name, (version, size) in self.IMAGES.items():
-            data = image.make_image(core_body(version, size), version)
-            http_server.add_blob(name, data)
-            self.images[name] = {"size": len(data), "md5": hashlib.md5(data).hexdigest(),
-                                 "sha256": hashlib.sha256(data).hexdigest(),
-                                 "path": "/blob/" + name, "version": version}
+            self.add(name, image.make_image(core_body(version, size), version), version)
+        # An ESP-IDF app image, for the ESP32 board (tests/fakes/esp32).
+        self.add("esp32-2.0.0", esp32image.make_app_image(core_body("esp32", 30_000), "2.0.0"),
+                 "2.0.0")
+
+    def add(self, name: str, data: bytes, version: str) -> None:
+        import hashlib
+
+        self.http.add_blob(name, data)
+        self.images[name] = {"size": len(data), "md5": hashlib.md5(data).hexdigest(),
+                             "sha256": hashlib.sha256(data).hexdigest(),
+                             "path": "/blob/" + name, "version": version}
 
     def to_device(self) -> dict:
         d = self.http.to_device()

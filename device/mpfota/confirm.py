@@ -57,6 +57,19 @@ def check_boot():
     return s
 
 
+async def server_reachable(url, timeout_ms=10000):
+    # A health check: True when `url` answers with any HTTP status.
+    from mpfota import http
+
+    try:
+        resp = await http.request("HEAD", url, bytearray(512), deadline_ms=timeout_ms)
+        resp.close()
+        return True
+    except http.HTTPError as e:
+        log.warn("fota", "health check: server not reachable:", e)
+        return False
+
+
 async def auto_confirm(health_check, timeout_ms=60000):
     # Confirm once health_check() (a coroutine function) returns True within timeout_ms;
     # otherwise reset, which rolls back. Returns True when confirmed.

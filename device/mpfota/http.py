@@ -37,6 +37,16 @@ bytes go straight from the socket into the caller's memoryview (socket.readinto 
 no slice, no copy); only bytes already buffered with the head or with a chunk-size line are
 copied out of `buf`. Per readinto call the only allocation is the coroutine object MicroPython
 creates for every `await`.
+
+How: a non-blocking socket (wrapped by ssl for https) waits on asyncio's own I/O queue, as
+asyncio.open_connection and its Stream do. We do not use those two directly: Stream.readinto
+takes no length (a memoryview slice per read), and a timed-out open_connection would leave its
+socket open. One watchdog task per transaction enforces the three timeouts by cancelling the
+waiting task (asyncio.wait_for would create two tasks per read).
+
+Known limit: over TLS, a body that ends with the connection (no Content-Length, not chunked)
+ends when the server closes TCP; a close_notify arriving in the same read as the last bytes
+is swallowed by MicroPython's stream layer, and the client then waits for the TCP close.
 """
 
 import asyncio

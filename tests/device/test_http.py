@@ -42,6 +42,7 @@ async def fails(code, coro, text=None):
     except http.HTTPError as e:
         assert e.code == code, "expected error %d, got %d: %s" % (code, e.code, e.msg)
         assert e.msg, "every error carries a cause"
+        assert str(e) == "http error %d: %s" % (code, e.msg)
         if text is not None:
             assert text in e.msg, "%r not in %r" % (text, e.msg)
         return e
@@ -116,6 +117,19 @@ async def test_head_has_no_body(http_server):
     resp = await http.request("HEAD", http_server["base"] + "/blob/big", bytearray(1024))
     assert resp.status == 200 and resp.content_length == blob["size"]
     assert await resp.readinto(bytearray(100)) == 0
+
+
+async def test_reading_after_close_is_a_state_error(http_server):
+    for query in ("", "?te=chunked&chunk=100"):
+        resp = await http.request(
+            "GET", http_server["base"] + "/blob/medium" + query, bytearray(512)
+        )
+        assert await resp.readinto(bytearray(10)) == 10
+        await resp.aclose()
+        await fails(http.ERR_STATE, resp.readinto(bytearray(10)), "closed")
+    resp = await http.request("GET", http_server["base"] + "/blob/small", bytearray(512))
+    await fails(http.ERR_STATE, resp.readinto(bytearray(0)), "non-empty")
+    await resp.aclose()
 
 
 async def test_interim_100_continue_is_skipped(http_server):

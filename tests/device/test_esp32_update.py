@@ -1,0 +1,39 @@
+# The engine on the ESP32 board module (boards/esp32 against tests/fakes/esp32): an ESP-IDF app
+# image is downloaded, checked as ESP-IDF does, switched, confirmed or rolled back.
+import esp32  # noqa: F401  (first: the fake teaches the bootloader ESP32 images)
+import vb
+
+BOARD = "esp32"
+TIMEOUT = 60
+
+
+async def test_update_confirm_and_rollback(esp32_board, update_server):
+    vb.boot()
+    import board
+    import vpartition
+    from mpfota import confirm, download
+
+    assert board.NAME == "esp32"
+    img = update_server["images"]["esp32-2.0.0"]
+    r = await download.fetch(update_server["base"] + img["path"], md5=img["md5"])
+    assert r.status == 200
+    assert vpartition.boot_record() == (1, "new")
+    assert vb.reboot() == 1
+    assert confirm.status() == "pending"
+    assert vb.reboot() == 0, "not confirmed: the bootloader rolls back"
+    assert confirm.check_boot() == "rolled_back"
+
+
+async def test_unix_image_is_refused_on_esp32(esp32_board, update_server):
+    vb.boot()
+    import vpartition
+    from mpfota import download
+
+    img = update_server["images"]["core-2.0.0"]
+    try:
+        await download.fetch(update_server["base"] + img["path"])
+    except Exception as e:
+        assert e.code == -9 and "bootable" in str(e)
+    else:
+        raise AssertionError("an image for another board must be refused")
+    assert vpartition.boot_record() is None
