@@ -66,3 +66,10 @@ def mac():
 
 def imei():
     return _identity("imei")
+
+
+def network_up():
+    # True when an adapter of the simulated network is up (see vnet).
+    import vnet
+
+    return vnet.default() is not None

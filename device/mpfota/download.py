@@ -49,7 +49,20 @@ async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=N
 
     Progress is saved every `checkpoint` bytes (a multiple of 4096) for resuming.
     Returns a Result. A non-2xx answer is not an error (Result.status says what it was);
-    transport failures raise http.HTTPError and bad updates raise FotaError (code -9)."""
+    transport failures raise http.HTTPError and bad updates raise FotaError (code -9); both
+    are logged with their cause, and nothing is switched."""
+    try:
+        return await _fetch(url, md5, sha256, length, method, headers, body, server_cert,
+                            client_cert, client_key, client_password, timeout_ms, retries,
+                            progress, version, switch, checkpoint)
+    except (http.HTTPError, FotaError, OSError) as e:
+        log.error("fota", "download of", url, "failed:", e)
+        raise
+
+
+async def _fetch(url, md5, sha256, length, method, headers, body, server_cert, client_cert,
+                 client_key, client_password, timeout_ms, retries, progress, version, switch,
+                 checkpoint):
     import time
 
     upd = Update()
@@ -81,8 +94,7 @@ async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=N
             attempt += 1
             if e.code not in _RETRYABLE or attempt > retries:
                 raise
-            w.fill = 0  # the partial sector was never hashed or written: fetch it again
-            offset = w.flushed
+            offset = w.drop_partial()
             validator = _validator_of(url)
             log.warn("fota", "download interrupted (%s): retry %d at %d" % (e, attempt, offset))
     try:

@@ -105,6 +105,12 @@ class SlotWriter:
         self.flushed += self.fill
         self.fill = 0
 
+    def drop_partial(self):
+        # Forget the bytes waiting in the sector buffer (never hashed, never written); returns
+        # the offset to fetch again from.
+        self.fill = 0
+        return self.flushed
+
     def finish(self):
         if self.fill:
             self._flush()
