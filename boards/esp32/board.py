@@ -204,3 +204,11 @@ def network_up():
         except (TypeError, ValueError, OSError):  # no Ethernet configured
             pass
     return False
+
+
+def bsp():
+    # The board support package name, as LuatOS rtos.bsp(): the chip ("ESP32", "ESP32S3", ...).
+    import os
+
+    machine = os.uname().machine  # e.g. "Generic ESP32S3 module with ESP32S3"
+    return machine.rsplit(" ", 1)[-1].upper() if " with " in machine else "ESP32"

@@ -73,3 +73,8 @@ def network_up():
     import vnet
 
     return vnet.default() is not None
+
+
+def bsp():
+    # The board support package name, as LuatOS rtos.bsp() ("Air780EHV", "ESP32", ...).
+    return vpartition.board().cfg.get("bsp", "UNIX")

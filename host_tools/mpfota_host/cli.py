@@ -1,20 +1,28 @@
 """The `mpfota` console script: one subcommand per host tool.
 
-Each tool module exposes `register(subparsers)`, which adds its subcommand and sets
-`func(args) -> int` on its parser. Bad input raises `UserError`, printed as one line.
+Each tool module of this package that defines `register(subparsers)` adds its subcommand and
+sets `func(args) -> int` on its parser; modules are found by name, so a new tool needs no edit
+here. Bad input raises `UserError`, printed as one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import UserError
 
-# Subcommand modules, in the order `mpfota --help` lists them.
-TOOLS = ("board", "image", "deploy", "demo", "bench")
+# Modules listed first, in this order, in `mpfota --help`; any other tool module follows.
+FIRST = ("board", "image", "deploy", "demo", "bench")
+
+
+def tool_modules() -> list[str]:
+    names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])]
+    return [n for n in FIRST if n in names] + sorted(n for n in names if n not in FIRST)
 
 EPILOG = """examples:
   mpfota board run --flash /tmp/b1 app.py      boot the virtual board with app.py as main.py
@@ -33,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mpfota {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in TOOLS:
-        importlib.import_module(f".{name}", __package__).register(sub)
+    for name in tool_modules():
+        module = importlib.import_module(f".{name}", __package__)
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 
