@@ -212,3 +212,81 @@ def bsp():
 
     machine = os.uname().machine  # e.g. "Generic ESP32S3 module with ESP32S3"
     return machine.rsplit(" ", 1)[-1].upper() if " with " in machine else "ESP32"
+
+
+# Network adapters for lnet (docs/lsys.md): "ETH" (network.LAN, once the app created it) and
+# "WIFI" (the WLAN station), each up while connected. Lower priority number wins; Ethernet
+# first until net_set_priority_order() says otherwise.
+
+
+class NetAdapter:
+    def __init__(self, name, priority):
+        self.name = name
+        self.priority = priority
+
+    def nic(self):
+        # The interface object, or None when there is none (no LAN created, no Wi-Fi).
+        import network
+
+        if self.name == "WIFI":
+            return network.WLAN(network.STA_IF) if hasattr(network, "WLAN") else None
+        return _net_lan()
+
+    def is_up(self):
+        nic = self.nic()
+        return nic is not None and bool(nic.isconnected())
+
+    def __repr__(self):
+        return "<NetAdapter %s priority=%d>" % (self.name, self.priority)
+
+
+_net_list = [NetAdapter("ETH", 1), NetAdapter("WIFI", 2)]
+_net_lan_obj = None
+
+
+def _net_lan():
+    # The LAN object the app made (network.LAN() without arguments refuses before that).
+    global _net_lan_obj
+    if _net_lan_obj is None:
+        import network
+
+        if hasattr(network, "LAN"):
+            try:
+                _net_lan_obj = network.LAN()
+            except (TypeError, ValueError, OSError):
+                pass
+    return _net_lan_obj
+
+
+def _net_find(name):
+    for a in _net_list:
+        if a.name == name:
+            return a
+    raise ValueError("no network adapter %r" % (name,))
+
+
+def net_adapters():
+    # The adapters that exist now, highest priority first.
+    out = [a for a in _net_list if a.nic() is not None]
+    out.sort(key=lambda a: a.priority)
+    return out
+
+
+def net_set_priority_order(names):
+    # As LuatOS libnetif.set_priority_order: names first, in order; ValueError for an unknown one.
+    for name in names:
+        _net_find(name)
+    rest = sorted([a for a in _net_list if a.name not in names], key=lambda a: a.priority)
+    for i, name in enumerate(names):
+        _net_find(name).priority = i + 1
+    for i, a in enumerate(rest):
+        a.priority = len(names) + i + 1
+
+
+def net_ip(name):
+    # The adapter's IP address while it is connected, else None.
+    a = _net_find(name)
+    nic = a.nic()
+    if nic is None or not nic.isconnected():
+        return None
+    return nic.ifconfig()[0]

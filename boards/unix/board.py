@@ -78,3 +78,27 @@ def network_up():
 def bsp():
     # The board support package name, as LuatOS rtos.bsp() ("Air780EHV", "ESP32", ...).
     return vpartition.board().cfg.get("bsp", "UNIX")
+
+
+# Network adapters for lnet (docs/lsys.md): the simulated adapters of vnet, with priorities.
+
+
+def net_adapters():
+    # vnet's adapters (.name, .priority, .is_up()), highest priority first.
+    import vnet
+
+    return vnet.adapters()
+
+
+def net_set_priority_order(names):
+    # As LuatOS libnetif.set_priority_order: names first, in order; ValueError for an unknown one.
+    import vnet
+
+    vnet.set_priority_order(names)
+
+
+def net_ip(name):
+    # The address of adapter `name` while it is up (sockets use the loopback), else None.
+    import vnet
+
+    return "127.0.0.1" if vnet.get(name).is_up() else None

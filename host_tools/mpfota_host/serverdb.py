@@ -22,6 +22,7 @@ connection, one lock) and between processes (WAL; the admin commands work while 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -32,6 +33,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+
+from . import paths
 
 ANY_CORE = "*"
 SCHEMA_VERSION = 1
@@ -60,18 +64,34 @@ CREATE TABLE IF NOT EXISTS allow(project TEXT NOT NULL, device TEXT NOT NULL,
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def core_key(text: str) -> tuple[int, ...]:
-    """A core version as numbers: "V0017" and "17" -> (17,), "2012" -> (2012,), "1.0.0" -> (1, 0, 0)."""
-    return tuple(int(g) for g in re.findall(r"\d+", text))
+_version: ModuleType | None = None
+
+
+def version_rules() -> ModuleType:
+    """The device's version rules, device/mpfota/version.py (is_upgrade, check, core_key,
+    compare_core), loaded from the repository without importing the rest of the device
+    package (MicroPython code): the host and the board apply the same rules."""
+    global _version
+    if _version is None:
+        path = paths.DEVICE / "mpfota" / "version.py"
+        spec = importlib.util.spec_from_file_location("mpfota_device_version", path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise RuntimeError(f"{path} is missing")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _version = module
+    return _version
 
 
 def canonical_core(text: str) -> str:
-    """The form a core version is stored and matched in ("*" stays "*"); ValueError if no digits."""
+    """The form a core version is stored and matched in: its numbers ("V0017" -> "17",
+    "2012", "1.0.0"); "*" stays "*". ValueError when it is not a core version."""
     if text.strip() == ANY_CORE:
         return ANY_CORE
-    key = core_key(text)
-    if not key or len(key) > 8 or any(n > 10**9 for n in key):
-        raise ValueError(f"core version {text!r}: expected numbers such as 2012, V0017 or 1.0.0")
+    key = version_rules().core_key(text.strip())
+    if key is None or len(key) > 8:
+        raise ValueError(f"core version {text[:40]!r}: expected numbers such as 2012, V0017 "
+                         "or 1.0.0")
     return ".".join(str(n) for n in key)
 
 
@@ -122,9 +142,8 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        with self.tx() as db:
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db.executescript(_SCHEMA)  # each statement is idempotent
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -167,7 +186,11 @@ class Store:
                 now: float | None = None) -> Package:
         """Add (or replace) the package for `from_core` in a release, creating the release.
 
-        Without `file` the package is announced but not ready (devices on that core get 43)."""
+        Without `file` the package is announced but not ready (devices on that core get 43).
+        ValueError when the version or a core version is malformed."""
+        cause = version_rules().check(version)
+        if cause:
+            raise ValueError(cause)
         from_core = canonical_core(from_core)
         core = canonical_core(core) if core else None
         meta: tuple = (None, None, None, None)

@@ -1,0 +1,760 @@
+# mpfota update packages: parse a package stream in fixed memory, check it, install it.
+# The format is docs/package-format.md; the host side is host_tools/mpfota_host/package.py.
+#
+#   from mpfota import package
+#   m = await package.install(stream, project="DEMO", version="001.000.000")
+#   m = package.install_file("/update.pkg", project="DEMO", version="001.000.000")
+#
+# `stream` is anything with a coroutine `readinto(mv) -> n` (0 at the end): the HTTP client's
+# Response, or FileStream(open(path, "rb")). One 4 KiB buffer serves the whole package: the
+# manifest, the signature, the core section (it is the slot writer's sector buffer) and the
+# script files. Everything is checked (manifest CRC, signature when a key is provisioned, the
+# device's project, firmware name and layout, versions, anti-rollback counter, sizes) before the
+# first byte is written; sections are checked (MD5, SHA-256, read-back, bootable image) before
+# anything is switched. A bad package raises PackageError (code -9, a `reason`, a cause) and is
+# logged; nothing is switched.
+#
+# The parsing and checking functions at the top (parse_header, parse_manifest, parse_entry,
+# check_path, check_target) are pure: they also run under CPython.
+import binascii
+import json
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
+    from mpfota.writer import FotaError as _Base
+except ImportError:  # CPython: the writer needs MicroPython
+
+    class _Base(Exception):
+        def __init__(self, code, msg):
+            super().__init__(code, msg)
+            self.code = code
+            self.msg = msg
+
+        def __str__(self):
+            return "%d %s" % (self.code, self.msg)
+
+
+from mpfota import version as _ver
+
+MAGIC = b"MPFP"
+FORMAT = const(1)
+HEADER_SIZE = const(16)
+MANIFEST_MAX = const(4096)
+SIGNATURE_MAX = const(512)
+MAX_SECTIONS = const(4)
+MAX_FILES = const(128)
+MAX_PATH = const(64)
+ENTRY_SIZE = const(6)
+ENTRY_FILE = const(1)
+BUF_SIZE = const(4096)
+CODE = const(-9)  # mpfota.writer.FOTA_ERROR: the update itself is wrong
+
+SECTION_TYPES = ("core", "core-delta", "scripts")
+SUPPORTED = ("core", "scripts")
+
+# PackageError.reason values (docs/package-format.md, "Errors").
+FORMAT_ERROR = "format"
+TOO_LARGE = "manifest_too_large"
+TRUNCATED = "truncated"
+OVERFLOW = "overflow"
+DIGEST = "digest"
+SIGNATURE = "signature"
+PROJECT = "project"
+FIRMWARE = "firmware"
+LAYOUT = "layout"
+ROLLBACK = "rollback"
+DOWNGRADE = "downgrade"
+CURRENT = "current"
+CYCLIC = "cyclic"
+BASE = "base"
+UNSUPPORTED = "unsupported"
+IMAGE = "image"
+PENDING = "pending"
+SPACE = "space"
+IDENTITY = "identity"
+
+_HEAD = "<4sBBHHHI"  # magic, format, flags, manifest length, signature length, reserved, CRC
+_ENTRY = "<BBI"  # kind, path length, size
+
+
+class PackageError(_Base):
+    def __init__(self, reason, msg):
+        super().__init__(CODE, msg)
+        self.reason = reason
+
+    def __str__(self):
+        return "%d %s: %s" % (self.code, self.reason, self.msg)
+
+
+# --- pure parsing -------------------------------------------------------------------------------
+
+
+def is_package(first_bytes):
+    # True when a stream starting with these bytes is a package (not a raw core image).
+    return bytes(first_bytes[:4]) == MAGIC
+
+
+def parse_header(head):
+    # (manifest length, signature length, crc) from the 16-byte header.
+    if len(head) < HEADER_SIZE:
+        raise PackageError(TRUNCATED, "package header is %d of %d bytes" % (len(head), HEADER_SIZE))
+    magic, fmt, flags, mlen, slen, reserved, crc = struct.unpack_from(_HEAD, head)
+    if magic != MAGIC:
+        raise PackageError(FORMAT_ERROR, "not an mpfota package (magic %r)" % (magic,))
+    if fmt != FORMAT:
+        raise PackageError(UNSUPPORTED, "package format %d (this client reads %d)" % (fmt, FORMAT))
+    if flags or reserved:
+        raise PackageError(UNSUPPORTED, "package header uses flags this client does not know")
+    if mlen > MANIFEST_MAX:
+        raise PackageError(TOO_LARGE, "manifest too large: %d bytes (at most %d)"
+                           % (mlen, MANIFEST_MAX))
+    if mlen == 0:
+        raise PackageError(FORMAT_ERROR, "empty manifest")
+    if slen > SIGNATURE_MAX:
+        raise PackageError(FORMAT_ERROR, "signature of %d bytes (at most %d)" % (slen, SIGNATURE_MAX))
+    return mlen, slen, crc
+
+
+def header_crc(head, manifest):
+    # CRC-32 of header bytes 0..11 and the manifest (the value stored in header bytes 12..15).
+    return binascii.crc32(manifest, binascii.crc32(bytes(head[:12]))) & 0xFFFFFFFF
+
+
+class Section:
+    def __init__(self, d, offset):
+        self.type = d["type"]
+        self.size = d["size"]
+        self.md5 = d["md5"]
+        self.sha256 = d["sha256"]
+        self.offset = offset  # from the start of the package
+        self.fields = d  # everything, including fields of other section types
+
+    def __repr__(self):
+        return "<section %s %d bytes at %d>" % (self.type, self.size, self.offset)
+
+
+class Manifest:
+    # Validated manifest: project, firmware_name, frm / to ({"core", "script"}: str or absent),
+    # counter, sections (in stream order), keep (script paths never overwritten), size (of the
+    # whole package), raw (the dict as read).
+    def section(self, kind):
+        for s in self.sections:
+            if s.type == kind:
+                return s
+        return None
+
+    @property
+    def core(self):
+        return self.section("core") or self.section("core-delta")
+
+    @property
+    def scripts(self):
+        return self.section("scripts")
+
+
+def _bad(msg):
+    raise PackageError(FORMAT_ERROR, "manifest: " + msg)
+
+
+def _str(d, key, limit, required=True):
+    v = d.get(key)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not 1 <= len(v) <= limit:
+        _bad("%s must be a string of 1 to %d characters" % (key, limit))
+    return v
+
+
+def _uint(d, key, default=None, limit=0xFFFFFFFF):
+    v = d.get(key, default)
+    if type(v) is not int or not 0 <= v <= limit:
+        _bad("%s must be an integer from 0 to %d" % (key, limit))
+    return v
+
+
+def _hexdigest(d, key, n):
+    v = d.get(key)
+    if not isinstance(v, str) or len(v) != n:
+        _bad("%s must be %d hex digits" % (key, n))
+    v = v.lower()
+    for ch in v:
+        if ch not in "0123456789abcdef":
+            _bad("%s must be %d hex digits" % (key, n))
+    d[key] = v
+    return v
+
+
+def _versions(d, key):
+    v = d.get(key, {})
+    if not isinstance(v, dict):
+        _bad("%s must be an object" % key)
+    out = {}
+    core = _str(v, "core", 32, False)
+    if core is not None:
+        out["core"] = core
+    script = v.get("script")
+    if script is not None:
+        why = _ver.check(script)
+        if why:
+            _bad("%s.script: %s" % (key, why))
+        out["script"] = script
+    return out
+
+
+def check_path(path):
+    # A script path from a package: relative, "/"-separated, no "." / ".." / empty parts, not
+    # inside mpfota's own folder. Returns the path; PackageError otherwise.
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        try:
+            path = bytes(path).decode()
+        except UnicodeError:
+            raise PackageError(FORMAT_ERROR, "script path is not UTF-8")
+    if not isinstance(path, str) or not 1 <= len(path) <= MAX_PATH:
+        raise PackageError(FORMAT_ERROR, "script path must be 1 to %d characters" % MAX_PATH)
+    for ch in path:
+        if ch < " " or ch in "\\:*?\"<>|\x7f":
+            raise PackageError(FORMAT_ERROR, "script path %r has a forbidden character" % path)
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise PackageError(FORMAT_ERROR, "script path %r is not a plain relative path" % path)
+    if path.split("/")[0] == ".mpfota":
+        raise PackageError(FORMAT_ERROR, "script path %r is inside /.mpfota" % path)
+    return path
+
+
+def parse_manifest(raw, signature_length=0):
+    # Manifest from its bytes (JSON); PackageError with the cause when anything is malformed.
+    try:
+        d = json.loads(bytes(raw))
+    except (ValueError, UnicodeError):
+        raise PackageError(FORMAT_ERROR, "manifest is not valid JSON")
+    if not isinstance(d, dict):
+        _bad("not a JSON object")
+    if d.get("format") != FORMAT:
+        raise PackageError(UNSUPPORTED, "manifest format %r (this client reads %d)"
+                           % (d.get("format"), FORMAT))
+    m = Manifest()
+    m.raw = d
+    m.project = _str(d, "project", 64)
+    m.firmware_name = _str(d, "firmware_name", 128)
+    m.frm = _versions(d, "from")
+    m.to = _versions(d, "to")
+    m.counter = _uint(d, "counter", 0)
+    secs = d.get("sections")
+    if not isinstance(secs, list) or not 1 <= len(secs) <= MAX_SECTIONS:
+        _bad("sections must be a list of 1 to %d sections" % MAX_SECTIONS)
+    offset = HEADER_SIZE + len(raw) + signature_length
+    m.sections = []
+    m.keep = []
+    seen = []
+    for s in secs:
+        if not isinstance(s, dict):
+            _bad("a section is not an object")
+        kind = s.get("type")
+        if kind not in SECTION_TYPES:
+            raise PackageError(UNSUPPORTED, "unknown section type %r" % (kind,))
+        group = "core" if kind in ("core", "core-delta") else kind
+        if group in seen:
+            _bad("more than one %s section" % group)
+        seen.append(group)
+        size = _uint(s, "size")
+        if size == 0:
+            _bad("%s section is empty" % kind)
+        _hexdigest(s, "md5", 32)
+        _hexdigest(s, "sha256", 64)
+        if kind == "core-delta":
+            _hexdigest(s, "base_sha256", 64)
+        if kind == "scripts":
+            files = _uint(s, "files", None, MAX_FILES)
+            if files == 0:
+                _bad("scripts section holds no file")
+            _uint(s, "unpacked")
+            keep = s.get("keep", [])
+            if not isinstance(keep, list) or len(keep) > MAX_FILES:
+                _bad("keep must be a list of paths")
+            for p in keep:
+                m.keep.append(check_path(p))
+        m.sections.append(Section(s, offset))
+        offset += size
+    m.size = offset
+    if m.core is not None and "core" not in m.to:
+        _bad("a core section needs to.core")
+    if m.scripts is not None and "script" not in m.to:
+        _bad("a scripts section needs to.script")
+    return m
+
+
+def parse_entry(head):
+    # (path length, file size) from a 6-byte script entry header.
+    kind, plen, size = struct.unpack_from(_ENTRY, head)
+    if kind != ENTRY_FILE:
+        raise PackageError(FORMAT_ERROR, "unknown script entry kind %d" % kind)
+    if not 1 <= plen <= MAX_PATH:
+        raise PackageError(FORMAT_ERROR, "script path length %d (1 to %d)" % (plen, MAX_PATH))
+    return plen, size
+
+
+def check_target(m, device):
+    # Does package manifest `m` fit this device? `device`: {"project", "firmware_name", "core",
+    # "script" (current VERSION or None), "min_counter"}. Raises PackageError with the reason.
+    if m.project != device["project"]:
+        raise PackageError(PROJECT, "package for project %s, this device runs %s"
+                           % (m.project, device["project"]))
+    dev_base, dev_layout = _ver.split_layout(device["firmware_name"])
+    pkg_base, pkg_layout = _ver.split_layout(m.firmware_name)
+    if dev_base != pkg_base:
+        raise PackageError(FIRMWARE, "package for firmware %s, this device is %s"
+                           % (m.firmware_name, device["firmware_name"]))
+    if dev_layout != pkg_layout:
+        raise PackageError(LAYOUT, "package for partition layout _%s, this device has layout _%s"
+                           " (a firmware never takes a package of another layout)"
+                           % (pkg_layout, dev_layout))
+    if m.counter < device["min_counter"]:
+        raise PackageError(ROLLBACK, "anti-rollback: package counter %d is below this device's "
+                           "minimum %d" % (m.counter, device["min_counter"]))
+    for s in m.sections:
+        if s.type not in SUPPORTED:
+            raise PackageError(UNSUPPORTED, "%s sections are not supported by this client yet"
+                               % s.type)
+    core = device["core"]
+    script = device["script"]
+    if (m.scripts is not None or "script" in m.frm or "script" in m.to) and script is None:
+        raise PackageError(IDENTITY, "the running script VERSION is unknown (pass version=)")
+    if "core" in m.frm and m.frm["core"] != core:
+        raise PackageError(BASE, "package built for core %s, this device runs core %s"
+                           % (m.frm["core"], core))
+    if "script" in m.frm and m.frm["script"] != script:
+        raise PackageError(BASE, "package built for script %s, this device runs %s"
+                           % (m.frm["script"], script))
+    new_core = m.to.get("core")
+    if m.core is not None:
+        c = _ver.compare_core(new_core, core)
+        if c is not None and c < 0:
+            raise PackageError(DOWNGRADE, "core %s is older than the running core %s"
+                               % (new_core, core))
+        if c == 0 and m.scripts is None:
+            raise PackageError(CURRENT, "this device already runs core %s" % core)
+    if m.scripts is not None:
+        new = m.to["script"]
+        if m.core is None and new_core is not None and new_core != core:
+            raise PackageError(BASE, "script set %s needs core %s, this device runs core %s"
+                               % (new, new_core, core))
+        if not _ver.is_upgrade(script, new):
+            if m.core is not None and new_core != core:
+                raise PackageError(CYCLIC, "cyclic upgrade refused: the package pairs script %s, "
+                                   "not newer than the running %s, with core %s (seed 001 §7.3: "
+                                   "the device would report an old version and be offered this "
+                                   "package again)" % (new, script, new_core))
+            if new == script:
+                raise PackageError(CURRENT, "this device already runs script %s" % script)
+            raise PackageError(DOWNGRADE, "script %s is not an upgrade of %s (A2 == A1 and "
+                               "C2 > C1, or A2 > A1 and C2 >= C1)" % (new, script))
+    elif "script" in m.to and m.to["script"] != script:
+        raise PackageError(BASE, "core package made for script %s, this device runs %s"
+                           % (m.to["script"], script))
+
+
+# --- device side ----------------------------------------------------------------------------------
+
+_ROLLBACK = "rollback"
+
+
+def min_counter():
+    # The persisted anti-rollback minimum (0 when none was ever recorded).
+    from mpfota import state
+
+    rec = state.load(_ROLLBACK)
+    return rec.get("min", 0) if isinstance(rec, dict) else 0
+
+
+def _raise_counter(n):
+    from mpfota import state
+
+    if n > min_counter():
+        state.save(_ROLLBACK, {"min": n})
+
+
+def provisioned_key():
+    # The public key provisioned on this board, or None: a module `mpfota_key` (frozen into the
+    # firmware; KEY = PEM or DER), else /.mpfota/pubkey.pem or /.mpfota/pubkey.der.
+    from mpfota import rsa
+
+    try:
+        import mpfota_key
+
+        return rsa.load_public_key(mpfota_key.KEY)
+    except ImportError:
+        pass
+    for name in ("/.mpfota/pubkey.pem", "/.mpfota/pubkey.der"):
+        try:
+            with open(name, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        return rsa.load_public_key(data)
+    return None
+
+
+def _layout():
+    import board
+
+    f = getattr(board, "layout", None)
+    if f is None:
+        return "1"  # one partition layout per board until the board says otherwise
+    return f() if callable(f) else f
+
+
+def _change(m, what):
+    # "1.0.0 -> 2.0.0", "any -> 2.0.0" or "unchanged", for log lines.
+    if what not in m.to:
+        return "unchanged"
+    return "%s -> %s" % (m.frm.get(what, "any"), m.to[what])
+
+
+class FileStream:
+    # A file (or any object with a blocking readinto) as a package stream.
+    def __init__(self, f):
+        self.f = f
+
+    async def readinto(self, mv):
+        return self.f.readinto(mv) or 0
+
+
+class Installer:
+    """Parses one package from a stream and installs it.
+
+        inst = Installer(project="DEMO", version="001.000.000")
+        await inst.feed(stream)          # header, manifest, signature, checks, sections
+        inst.commit()                    # anti-rollback, stage the scripts, switch the core
+
+    After a dropped connection, feed() again with a stream that starts at resume_offset()
+    (an HTTP Range request) continues: the core section from its last written sector, the
+    script section from its start, anything before the sections from byte 0.
+
+    project, version (the running script VERSION), firmware_name: the device; each defaults to
+    the installed script set's record; firmware_name then to PROJECT_LuatOS-SoC_<bsp>_<layout>.
+    key: a public key (PEM, DER or rsa.PublicKey); default: the provisioned one. keep: paths of
+    user files a new script set never overwrites. update: an mpfota.ota.Update to write the core
+    into (its sector buffer is used for everything); buf: a 4096-byte buffer otherwise.
+    """
+
+    def __init__(self, project=None, version=None, firmware_name=None, key=None, keep=(),
+                 update=None, buf=None, progress=None):
+        self.project = project
+        self.version = version
+        self.firmware_name = firmware_name
+        self.key = key
+        self.keep = list(keep)
+        self.update = update
+        if update is not None:
+            buf = update.writer.buf
+        self.buf = buf if buf is not None else bytearray(BUF_SIZE)
+        if len(self.buf) != BUF_SIZE:
+            raise ValueError("the package buffer must be %d bytes" % BUF_SIZE)
+        self.mv = memoryview(self.buf)
+        self.progress = progress
+        self.stager = None
+        self._restart()
+
+    def _restart(self):
+        self.manifest = None
+        self.pos = 0  # bytes of the package consumed
+        self.index = 0  # section being read
+        self.done = False
+
+    # -- reading --
+
+    async def _read(self, stream, mv):
+        # Exactly len(mv) bytes, else PackageError(TRUNCATED).
+        got = 0
+        n = len(mv)
+        while got < n:
+            k = await stream.readinto(mv[got:])
+            if not k:
+                raise PackageError(TRUNCATED, "package ends at byte %d; %d more expected"
+                                   % (self.pos + got, n - got))
+            got += k
+        self.pos += n
+        self._progress()
+
+    def _progress(self):
+        if self.progress and self.manifest is not None:
+            self.progress(self.pos, self.manifest.size)
+
+    async def feed(self, stream, offset=0, header=None):
+        # Read the package from `stream`, which starts at package byte `offset` (0, or
+        # resume_offset() after an interruption). `header`: the first 16 bytes when the caller
+        # has already read them from `stream` (to tell a package from a raw image).
+        # Raises PackageError for a bad package, or whatever the stream raises.
+        from mpfota import log
+
+        if offset == 0:
+            self._restart()
+        elif offset != self.resume_offset():
+            raise ValueError("resume at %d, expected %d" % (offset, self.resume_offset()))
+        else:
+            self._rewind()
+        try:
+            if self.manifest is None:
+                await self._head(stream, header)
+            while self.index < len(self.manifest.sections):
+                s = self.manifest.sections[self.index]
+                if s.type == "core":
+                    await self._core(stream, s)
+                else:
+                    await self._scripts(stream, s)
+                self.index += 1
+            await self._end(stream)
+        except PackageError as e:
+            log.error("fota", "package refused (%s): %s" % (e.reason, e.msg))
+            self.abort()
+            raise
+        self.done = True
+        return self.manifest
+
+    def resume_offset(self):
+        # Where a new stream must start to continue after an interruption.
+        m = self.manifest
+        if m is None or self.done:
+            return 0
+        if self.index >= len(m.sections):
+            return m.size
+        s = m.sections[self.index]
+        if s.type == "core" and self.update is not None:
+            return s.offset + self.update.writer.drop_partial()
+        return s.offset
+
+    def _rewind(self):
+        m = self.manifest
+        if self.index < len(m.sections):
+            s = m.sections[self.index]
+            self.pos = s.offset
+            if s.type == "core":
+                self.pos += self.update.writer.drop_partial()
+        else:
+            self.pos = m.size
+
+    async def _head(self, stream, header):
+        import hashlib
+        from mpfota import log, rsa
+
+        mv = self.mv
+        if header is not None:
+            mv[:HEADER_SIZE] = header[:HEADER_SIZE]
+            self.pos = HEADER_SIZE
+        else:
+            await self._read(stream, mv[:HEADER_SIZE])
+        mlen, slen, crc = parse_header(mv[:HEADER_SIZE])
+        head = bytes(mv[:12])
+        await self._read(stream, mv[:mlen])
+        raw = bytes(mv[:mlen])
+        if header_crc(head, raw) != crc:
+            raise PackageError(DIGEST, "manifest CRC-32 does not match the header")
+        key = self.key if self.key is not None else provisioned_key()
+        sig = None
+        if slen:
+            await self._read(stream, mv[:slen])
+            sig = bytes(mv[:slen])
+        if key is not None:
+            if sig is None:
+                raise PackageError(SIGNATURE, "package is not signed and this device requires "
+                                   "a signature")
+            if not rsa.verify(key, hashlib.sha256(raw).digest(), sig, prehashed=True):
+                raise PackageError(SIGNATURE, "bad signature: the manifest was not signed by "
+                                   "the provisioned key")
+            log.info("fota", "package signature verified")
+        elif sig is not None:
+            log.warn("fota", "package is signed but no public key is provisioned: not checked")
+        m = parse_manifest(raw, slen)
+        self._precheck(m)
+        self.manifest = m
+        log.info("fota", "package for %s, %d bytes: core %s, script %s" % (
+            m.firmware_name, m.size, _change(m, "core"), _change(m, "script")))
+
+    def device(self):
+        # The facts check_target() compares a manifest with.
+        import board
+        from mpfota import scripts
+
+        cur = scripts.installed() or {}
+        project = self.project or cur.get("project")
+        if not project:
+            raise PackageError(IDENTITY, "the device's PROJECT is unknown (pass project=)")
+        name = self.firmware_name or cur.get("firmware_name") or _ver.firmware_name(
+            project, board.bsp(), _layout())
+        return {"project": project, "firmware_name": name, "core": board.core_version(),
+                "script": self.version or cur.get("version"), "min_counter": min_counter()}
+
+    def _precheck(self, m):
+        # Everything that can be known before writing: refuse now, with nothing erased.
+        import os
+
+        from mpfota import confirm, scripts
+
+        if confirm.status() == "pending" or scripts.status() == "pending":
+            raise PackageError(PENDING, "the running update is not confirmed yet")
+        check_target(m, self.device())
+        if m.core is not None:
+            if self.update is None:
+                from mpfota.ota import Update
+
+                self.update = Update(self.buf)
+            cap = self.update.writer.capacity
+            if m.core.size > cap:
+                raise PackageError(SPACE, "core section of %d bytes does not fit the slot (%d)"
+                                   % (m.core.size, cap))
+        s = m.scripts
+        if s is not None:
+            st = os.statvfs("/")
+            free = st[0] * st[4]
+            need = s.fields["unpacked"] + 2 * st[0]
+            if need > free:
+                raise PackageError(SPACE, "script set needs %d bytes, %d free" % (need, free))
+
+    async def _core(self, stream, s):
+        from mpfota.writer import FotaError
+
+        w = self.update.writer
+        if self.pos == s.offset:
+            w.restart()
+        mv = None
+        while w.written < s.size:
+            mv = w.space()
+            left = s.size - w.written
+            if len(mv) > left:
+                mv = mv[:left]
+            n = await stream.readinto(mv)
+            if not n:
+                raise PackageError(TRUNCATED, "package ends inside the core section (%d of %d "
+                                   "bytes)" % (w.written, s.size))
+            w.advance(n)
+            self.pos += n
+            self._progress()
+        try:
+            self.update.verify(s.size, s.md5, s.sha256)
+        except FotaError as e:
+            why = DIGEST if ("md5" in e.msg or "sha256" in e.msg or "read-back" in e.msg) else IMAGE
+            raise PackageError(why, "core section: " + e.msg)
+
+    async def _scripts(self, stream, s):
+        import hashlib
+
+        from mpfota import scripts
+
+        if self.stager is None:
+            self.stager = scripts.Stager()
+        st = self.stager
+        st.begin()
+        self.pos = s.offset
+        md5 = hashlib.md5()
+        sha = hashlib.sha256()
+        mv = self.mv
+        left = s.size
+        files = 0
+        unpacked = 0
+        want_files = s.fields["files"]
+        want_bytes = s.fields["unpacked"]
+        while left:
+            if left < ENTRY_SIZE:
+                raise PackageError(OVERFLOW, "script entry header crosses the end of the section")
+            h = mv[:ENTRY_SIZE]
+            await self._read(stream, h)
+            md5.update(h)
+            sha.update(h)
+            plen, size = parse_entry(h)
+            left -= ENTRY_SIZE
+            if plen + size > left:
+                raise PackageError(OVERFLOW, "script entry of %d bytes runs past the end of the "
+                                   "section (%d left)" % (plen + size, left))
+            p = mv[:plen]
+            await self._read(stream, p)
+            md5.update(p)
+            sha.update(p)
+            path = check_path(p)
+            left -= plen + size
+            files += 1
+            unpacked += size
+            if files > want_files or unpacked > want_bytes:
+                raise PackageError(OVERFLOW, "script section holds more than the manifest says "
+                                   "(%d files, %d bytes)" % (want_files, want_bytes))
+            if path in st.files:
+                raise PackageError(FORMAT_ERROR, "script %s appears twice" % path)
+            try:
+                st.open(path)
+                while size:
+                    k = size if size < BUF_SIZE else BUF_SIZE
+                    d = mv[:k]
+                    await self._read(stream, d)
+                    md5.update(d)
+                    sha.update(d)
+                    st.write(d)
+                    size -= k
+                st.close()
+            except OSError as e:
+                raise PackageError(SPACE, "cannot stage %s: %r" % (path, e))
+        if files != want_files or unpacked != want_bytes:
+            raise PackageError(FORMAT_ERROR, "script section holds %d files / %d bytes, the "
+                               "manifest says %d / %d" % (files, unpacked, want_files, want_bytes))
+        got = binascii.hexlify(md5.digest()).decode()
+        if got != s.md5:
+            raise PackageError(DIGEST, "scripts section md5 %s, expected %s" % (got, s.md5))
+        got = binascii.hexlify(sha.digest()).decode()
+        if got != s.sha256:
+            raise PackageError(DIGEST, "scripts section sha256 %s, expected %s" % (got, s.sha256))
+
+    async def _end(self, stream):
+        n = await stream.readinto(self.mv[:1])
+        if n:
+            raise PackageError(OVERFLOW, "bytes after the last section (the manifest says the "
+                               "package is %d bytes)" % self.manifest.size)
+
+    def abort(self):
+        # Forget a failed install: the staged files are removed; nothing was switched.
+        if self.stager is not None:
+            self.stager.abort()
+
+    def commit(self, switch=True):
+        # Everything is verified: raise the anti-rollback minimum, stage the script set for the
+        # next boot, switch the core slot (when `switch`). Returns the manifest.
+        from mpfota import log, scripts
+
+        m = self.manifest
+        if not self.done:
+            raise PackageError(FORMAT_ERROR, "commit() before the whole package was read")
+        _raise_counter(m.counter)
+        if m.scripts is not None:
+            scripts.commit(self.stager.files, m.to["script"], m.project, m.firmware_name,
+                           keep=m.keep + self.keep, core=m.to.get("core") if m.core else None)
+        if m.core is not None and switch:
+            self.update.switch(m.to["core"])
+        log.info("fota", "package installed: core %s, script %s - reset to apply"
+                 % (m.to.get("core", "unchanged"), m.to.get("script", "unchanged")))
+        return m
+
+
+async def install(stream, switch=True, **kw):
+    # Read, check and install a whole package from `stream`; returns its Manifest.
+    # Keyword arguments as Installer's. Raises PackageError (logged) for a bad package.
+    inst = Installer(**kw)
+    try:
+        await inst.feed(stream)
+        return inst.commit(switch)
+    except Exception:
+        inst.abort()
+        raise
+
+
+def install_file(path, switch=True, **kw):
+    # install() from a package file on the device's filesystem.
+    import asyncio
+
+    with open(path, "rb") as f:
+        return asyncio.run(install(FileStream(f), switch, **kw))

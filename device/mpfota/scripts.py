@@ -1,0 +1,305 @@
+# The application's script set: staged beside the live files, swapped in at boot under a
+# journal, kept until confirmed, rolled back when a new set resets before it is confirmed.
+#
+# Live scripts are ordinary files (/main.py, /lib/app.mpy, ...). A package's script section is
+# written to /.mpfota/stage/ while the application runs (Stager); commit() records the staged
+# set. At the next boot, before main.py, apply_at_boot() (mpfota.bootapply.run) swaps it in:
+#
+#   staged    -> wipe /.mpfota/prev/; journal "swapping" with the list of old files;
+#   swapping  -> move each old live file to /.mpfota/prev/, then each staged file into place;
+#   pending   -> the new set runs; confirm() makes it "valid" and deletes the old copies;
+#                a boot that finds "pending" (reset before confirm) reverts:
+#   reverting -> remove the new files, move the old ones back; "valid" + a rolled_back note.
+#
+# Every step is a littlefs rename or remove (each atomic) and is idempotent, and the journal
+# (/.mpfota/scripts.json, written with write-then-rename) is written before the steps it
+# describes, so a power cut at any instant is finished (or undone) at the next boot before
+# main.py runs: main.py sees the whole old set or the whole new set, never a mix.
+# Files in the keep list (user data: config, secrets) are never moved, overwritten or removed.
+import os
+
+from mpfota import log, state
+
+ROOT = "/"
+STAGE = "/.mpfota/stage/"
+PREV = "/.mpfota/prev/"
+_RECORD = "scripts"
+_DIR = 0x4000
+
+
+def _load():
+    rec = state.load(_RECORD)
+    if not isinstance(rec, dict) or "state" not in rec:
+        return {"state": "valid", "cur": None, "keep": []}
+    return rec
+
+
+def _save(rec):
+    state.save(_RECORD, rec)
+
+
+def status():
+    # "valid", "staged" (waits for the next boot), "pending" (new set running, not confirmed)
+    # or "rolled_back" (the last new set was not confirmed and was undone).
+    rec = _load()
+    s = rec["state"]
+    if s in ("swapping", "reverting"):
+        return "pending" if s == "swapping" else "valid"
+    if s == "valid" and rec.get("rolled_back"):
+        return "rolled_back"
+    return s
+
+
+def installed():
+    # The running set: {"version", "project", "firmware_name", "files"}, or None before the
+    # first package. While a new set is pending, the new one.
+    rec = _load()
+    if rec["state"] in ("pending", "swapping"):
+        return rec["new"]
+    return rec.get("cur")
+
+
+def staged():
+    # The set waiting for the next boot, or None.
+    rec = _load()
+    return rec["new"] if rec["state"] == "staged" else None
+
+
+# --- small filesystem helpers --------------------------------------------------------------------
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _makedirs(path):
+    # Create the parent folders of file `path`.
+    parts = path.split("/")[1:-1]
+    cur = ""
+    for p in parts:
+        cur += "/" + p
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
+
+
+def _move(src, dst):
+    _makedirs(dst)
+    os.rename(src, dst)
+
+
+def _wipe(path):
+    # Remove a folder and everything below it (it may not exist).
+    try:
+        entries = list(os.ilistdir(path))
+    except OSError:
+        return
+    for e in entries:
+        p = path.rstrip("/") + "/" + e[0]
+        if e[1] == _DIR:
+            _wipe(p)
+        else:
+            os.remove(p)
+    try:
+        os.rmdir(path.rstrip("/"))
+    except OSError:
+        pass
+
+
+# --- staging (while the application runs) ----------------------------------------------------------
+
+
+class Stager:
+    # Writes one new script set into /.mpfota/stage/, file by file.
+    def __init__(self):
+        self.files = []
+        self._f = None
+
+    def begin(self):
+        rec = _load()
+        if rec["state"] == "staged":
+            log.warn("fota", "discarding the script set", rec["new"]["version"],
+                     "staged before: a new one replaces it")
+            rec["state"] = "valid"
+            del rec["new"]
+            _save(rec)
+        self._close()
+        _wipe(STAGE)
+        _makedirs(STAGE + "x")
+        self.files = []
+
+    def open(self, path):
+        self._close()
+        p = STAGE + path
+        _makedirs(p)
+        self._f = open(p, "wb")
+        self.files.append(path)
+
+    def write(self, data):
+        n = self._f.write(data)
+        if n is not None and n != len(data):
+            raise OSError(28)  # ENOSPC: the file system took less than given
+
+    def close(self):
+        self._close()
+
+    def _close(self):
+        if self._f is not None:
+            f = self._f
+            self._f = None
+            f.close()
+
+    def abort(self):
+        try:
+            self._close()
+        except OSError:
+            pass
+        _wipe(STAGE)
+        self.files = []
+
+
+def commit(files, version, project, firmware_name, keep=(), core=None):
+    # Record a complete, verified stage as the set to swap in at the next boot. `core`: the core
+    # version it needs (a core+script package); a boot on another core discards it.
+    rec = _load()
+    all_keep = list(rec.get("keep") or [])
+    for k in keep:
+        if k not in all_keep:
+            all_keep.append(k)
+    rec.pop("rolled_back", None)
+    rec.update({"state": "staged", "keep": all_keep, "core": core,
+                "new": {"version": version, "project": project,
+                        "firmware_name": firmware_name, "files": list(files)}})
+    _save(rec)
+    log.info("fota", "script set", version, "staged: applied at the next boot")
+
+
+# --- at boot ----------------------------------------------------------------------------------------
+
+
+def apply_at_boot():
+    # Finish whatever the journal says. Returns the status afterwards. Call before main.py.
+    rec = _load()
+    s = rec["state"]
+    if s == "staged":
+        need = rec.get("core")
+        if need is not None:
+            import board
+
+            running = board.core_version()
+            if running != need:
+                log.error("fota", "staged script set", rec["new"]["version"], "needs core", need,
+                          "but core", running, "booted (the core update did not take): discarded")
+                rec["state"] = "valid"
+                del rec["new"]
+                _save(rec)
+                _wipe(STAGE)
+                return status()
+        _swap(rec)
+    elif s == "swapping":
+        log.warn("fota", "finishing an interrupted script swap")
+        _run_swap(rec)
+    elif s == "pending":
+        log.error("fota", "script set", rec["new"]["version"], "was not confirmed: rolling back")
+        _revert(rec)
+    elif s == "reverting":
+        log.warn("fota", "finishing an interrupted script rollback")
+        _run_revert(rec)
+    else:
+        for d in (STAGE, PREV):
+            if _exists(d):
+                _wipe(d)  # left over by a cut during an install or a confirm
+    return status()
+
+
+def _swap(rec):
+    _wipe(PREV)
+    keep = rec["keep"]
+    old = []
+    cur = rec.get("cur")
+    for f in (cur["files"] if cur else []) + rec["new"]["files"]:
+        if f not in keep and f not in old and _exists(ROOT + f):
+            old.append(f)
+    rec["old"] = old
+    rec["state"] = "swapping"
+    _save(rec)
+    _run_swap(rec)
+
+
+def _run_swap(rec):
+    keep = rec["keep"]
+    try:
+        for f in rec["old"]:
+            if _exists(ROOT + f) and not _exists(PREV + f):
+                _move(ROOT + f, PREV + f)
+        for f in rec["new"]["files"]:
+            if not _exists(STAGE + f):
+                continue
+            if f in keep and _exists(ROOT + f):
+                continue  # the user's copy wins
+            _move(STAGE + f, ROOT + f)
+    except OSError as e:
+        log.error("fota", "script swap failed (%r): restoring the previous set" % (e,))
+        _revert(rec)
+        return
+    rec["state"] = "pending"
+    _save(rec)
+    _wipe(STAGE)
+    log.info("fota", "script set", rec["new"]["version"], "installed: pending confirmation")
+
+
+def _revert(rec):
+    rec["state"] = "reverting"
+    _save(rec)
+    _run_revert(rec)
+
+
+def _run_revert(rec):
+    keep = rec["keep"]
+    old = rec.get("old", [])
+    for f in rec["new"]["files"]:
+        # A live new file goes; a name still holding its old file (swap cut short) stays.
+        if f not in keep and _exists(ROOT + f) and (f not in old or _exists(PREV + f)):
+            os.remove(ROOT + f)
+    for f in old:
+        if _exists(PREV + f):
+            _move(PREV + f, ROOT + f)
+    bad = rec["new"]["version"]
+    _save({"state": "valid", "cur": rec.get("cur"), "keep": keep, "rolled_back": bad})
+    _wipe(PREV)
+    _wipe(STAGE)
+    old_version = rec["cur"]["version"] if rec.get("cur") else "(factory)"
+    log.error("fota", "script set", bad, "rolled back; running", old_version)
+
+
+# --- the application's side ------------------------------------------------------------------------
+
+
+def confirm():
+    # The new script set works: keep it, drop the previous one. True when there was one pending.
+    rec = _load()
+    if rec["state"] != "pending":
+        return False
+    _save({"state": "valid", "cur": rec["new"], "keep": rec["keep"]})
+    _wipe(PREV)
+    log.info("fota", "script set", rec["new"]["version"], "confirmed")
+    return True
+
+
+def check_boot():
+    # Call once at boot (after apply_at_boot): logs and clears a rollback note; returns the
+    # status as it was.
+    s = status()
+    if s == "rolled_back":
+        rec = _load()
+        log.error("fota", "script update to", rec["rolled_back"], "was not confirmed: rolled back")
+        del rec["rolled_back"]
+        _save(rec)
+    elif s == "pending":
+        log.warn("fota", "running a new script set that is not confirmed yet")
+    return s

@@ -1,0 +1,377 @@
+# libfota2 (device/libfota2.py, docs/libfota2.md): LuatOS libfota2.request on the mpfota engine,
+# against the real HTTP/TLS test servers on 127.0.0.1. Every opts field, every result code,
+# the query string as the server receives it (tests/vectors/libfota2_url.json), and a full
+# update on the virtual board: download -> cb(0) -> board.reset() -> the new core.
+import json
+import time
+
+import vb
+
+TIMEOUT = 90
+
+G = {"PROJECT": "FOTA2_DEMO", "VERSION": "001.000.001", "PRODUCT_KEY": "pk123"}
+
+
+def _globals(g=G):
+    import lsys
+
+    lsys.PROJECT, lsys.VERSION, lsys.PRODUCT_KEY = g["PROJECT"], g["VERSION"], g["PRODUCT_KEY"]
+
+
+def _capture():
+    # Log lines through mpfota.log as (mark, tag, args), still printed.
+    from mpfota import log
+
+    lines = []
+    emit = log._emit
+
+    def rec(mark, tag, args):
+        lines.append((mark, tag, args))
+        emit(mark, tag, args)
+
+    log._emit = rec
+    return lines
+
+
+def _logged(lines, text):
+    for mark, tag, args in lines:
+        if text in tag or any(text in str(a) for a in args):
+            return True
+    return False
+
+
+async def _request(opts, g=G):
+    # libfota2.request() as an app calls it; returns the callback's results.
+    import libfota2
+    import lsys
+
+    _globals(g)
+    got = []
+    libfota2.request(got.append, opts)
+    await lsys.arun()
+    return got
+
+
+async def _recorded(server, tag):
+    # The requests the server recorded with this tag (its /_requests?tag=T).
+    from mpfota import http
+
+    buf = bytearray(1024)
+    r = await http.request("GET", server["base"] + "/_requests?tag=" + tag, buf)
+    data = await r.read(256 * 1024)
+    return json.loads(data)
+
+
+def _header(req, name):
+    for k, v in req["headers"]:
+        if k.lower() == name:
+            return v
+    return None
+
+
+# ------------------------------------------------------------------------ vectors
+
+
+def test_vectors_pure_rules(luatos_vectors):
+    # Every vector of tests/vectors against the pure functions (the same check.py CPython runs).
+    import sys
+
+    sys.path.append(luatos_vectors["dir"])
+    import check
+
+    fails = check.run_all(luatos_vectors["data"])
+    assert not fails, "\n".join(fails)
+
+
+async def _e2e(board_name, server, vectors):
+    # The e2e vectors of one board: the query string as the server receives it, byte for byte.
+    vb.boot()
+    cases = [c for c in vectors["data"]["libfota2_url"]["cases"]
+             if c.get("e2e") and c["board"] == board_name]
+    assert cases, "no e2e vectors for " + board_name
+    for c in cases:
+        tag = c["name"]
+        prefix = server["base"] + "/t/" + tag
+        opts = {}
+        for k, v in c["opts"].items():
+            opts[k] = v.replace("{server}", prefix) if isinstance(v, str) else v
+        got = await _request(opts, c["globals"])
+        assert got == [4], (tag, got)  # the test server has no update there
+        seen = await _recorded(server, tag)
+        assert len(seen) == 1, (tag, seen)
+        want = c["expect"]["url"].replace("{server}", prefix)
+        assert server["base"] + seen[0]["target"] == want, (tag, seen[0]["target"], want)
+        assert seen[0]["method"] == "GET"
+
+
+async def test_query_string_as_the_server_sees_it_imei(cat1_board, luatos_server,
+                                                       luatos_vectors):
+    await _e2e("cat1", luatos_server, luatos_vectors)
+
+
+async def test_query_string_as_the_server_sees_it_mac(wifi_board, luatos_server, luatos_vectors):
+    await _e2e("wifi", luatos_server, luatos_vectors)
+
+
+async def test_query_string_as_the_server_sees_it_uid(mcu_board, luatos_server, luatos_vectors):
+    await _e2e("mcu", luatos_server, luatos_vectors)
+
+
+async def test_version_and_firmware_name_from_the_board(cat1_board, luatos_server):
+    # Core image "V2012" and bsp "Air780EHV-1.8V": 2012.001.001 and FOTA2_DEMO_LuatOS-SoC_Air780EHV.
+    vb.boot()
+    import board
+
+    assert board.core_version() == "V2012" and board.bsp() == "Air780EHV-1.8V"
+    opts = {"url": luatos_server["base"] + "/t/board-id/check?"}
+    assert await _request(opts) == [4]
+    assert opts["version"] == "2012.001.001"
+    assert opts["firmware_name"] == "FOTA2_DEMO_LuatOS-SoC_Air780EHV"
+    assert opts["project_key"] == "pk123" and opts["method"] == "GET"
+    assert opts["url_done"] is True and opts["fota"] is True
+    seen = await _recorded(luatos_server, "board-id")
+    assert seen[0]["target"].endswith(
+        "?imei=868488076543218&project_key=pk123&firmware_name=FOTA2_DEMO_LuatOS-SoC_Air780EHV"
+        "&version=2012.001.001")
+
+
+def test_no_device_id_is_result_5_not_nil(anonymous_board):
+    vb.boot()
+    import libfota2
+
+    _globals()
+    lines = _capture()
+    got = []
+    libfota2.request(got.append, {"url": "http://127.0.0.1:9/x?"})
+    assert got == [5]  # synchronously
+    assert _logged(lines, "no device id")
+
+
+# ------------------------------------------------------------------------ opts fields
+
+
+def test_missing_product_key_is_5_synchronously(vboard):
+    vb.boot()
+    import libfota2
+
+    _globals({"PROJECT": "P", "VERSION": "1.0.0", "PRODUCT_KEY": None})
+    lines = _capture()
+    got = []
+    opts = {}
+    assert libfota2.request(got.append, opts) is None
+    assert got == [5], "cb(5) before request() returns"
+    assert opts["url"] == libfota2.DEFAULT_URL and "url_done" not in opts
+    assert _logged(lines, "PRODUCT_KEY")
+    got.clear()
+    libfota2.request(got.append, {"url": "http://127.0.0.1:9/own-server?"})
+    assert got == [5], "a custom URL without ### needs PRODUCT_KEY too"
+
+
+def test_bad_version_is_5_and_logged(vboard):
+    vb.boot()
+    import libfota2
+
+    _globals({"PROJECT": "P", "VERSION": "1.2", "PRODUCT_KEY": "k"})
+    lines = _capture()
+    got = []
+    libfota2.request(got.append, {"url": "http://127.0.0.1:9/u?"})
+    assert got == [5]
+    assert _logged(lines, "xxx.yyy.zzz")
+
+
+async def test_project_key_version_firmware_name_and_imei_opts(vboard, luatos_server):
+    vb.boot()
+    _globals({"PROJECT": None, "VERSION": None, "PRODUCT_KEY": None})
+    opts = {"url": luatos_server["base"] + "/t/fields/check?", "project_key": "KEY",
+            "version": "7.8.9", "firmware_name": "FW", "imei": "ID-1"}
+    assert await _request(opts, {"PROJECT": None, "VERSION": None, "PRODUCT_KEY": None}) == [4]
+    seen = await _recorded(luatos_server, "fields")
+    assert seen[0]["target"] == ("/t/fields/check?imei=ID-1&project_key=KEY&firmware_name=FW"
+                                 "&version=7.8.9")
+
+
+async def test_method_headers_and_body_reach_the_server(vboard, luatos_server):
+    vb.boot()
+    opts = {"url": "###" + luatos_server["base"] + "/t/mhb/status/404", "method": "POST",
+            "headers": {"X-Fota": "yes", "Authorization": "Bearer t0k"}, "body": "hello=1"}
+    assert await _request(opts) == [4]
+    seen = (await _recorded(luatos_server, "mhb"))[0]
+    assert seen["method"] == "POST" and seen["target"] == "/t/mhb/status/404"
+    assert _header(seen, "x-fota") == "yes" and _header(seen, "authorization") == "Bearer t0k"
+    assert seen["body"] == "hello=1" and _header(seen, "content-length") == "7"
+
+
+async def test_timeout_opt_bounds_the_transaction(vboard, luatos_server):
+    vb.boot()
+    opts = {"url": "###" + luatos_server["base"] + "/silent?ms=4000", "timeout": 1000}
+    t0 = time.ticks_ms()
+    assert await _request(opts) == [4]  # -8 timeout -> 4
+    took = time.ticks_diff(time.ticks_ms(), t0)
+    assert 900 <= took < 3500, took
+    import libfota2
+
+    assert libfota2.timeout_of({"timeout": 999}) == 600000  # LuatOS: < 1000 -> the default
+    assert libfota2.timeout_of({}) == 600000
+    assert libfota2.timeout_of({"timeout": 300000}) == 300000
+
+
+async def test_server_cert_checks_the_server(vboard, tls_server):
+    vb.boot()
+    url = "###" + tls_server["base"] + "/status/404"
+    assert await _request({"url": url, "server_cert": tls_server["ca"]}) == [4]  # got an answer
+    assert await _request({"url": url, "server_cert": tls_server["other_ca"]}) == [1]
+    wrong = "###" + tls_server["wrong_host_base"] + "/status/404"
+    assert await _request({"url": wrong, "server_cert": tls_server["ca"]}) == [1]
+
+
+async def test_client_cert_key_and_password(vboard, tls_server):
+    vb.boot()
+    url = "###" + tls_server["mtls_base"] + "/status/404"
+    base = {"url": url, "server_cert": tls_server["ca"]}
+    assert await _request(dict(base)) == [1], "the server demands a client certificate"
+    good = dict(base, client_cert=tls_server["client_cert"], client_key=tls_server["client_key"])
+    assert await _request(good) == [4]  # TLS passed, the server answered 404
+    pw = dict(good, client_key=tls_server["client_key_encrypted"],
+              client_password=tls_server["client_key_password"])
+    assert await _request(pw) == [1], "an encrypted key cannot be loaded: connect failure"
+
+
+async def test_progress_callback_opt(vboard, luatos_server):
+    vb.boot()
+    img = luatos_server["images"]["core-2.0.0"]
+    seen = []
+    opts = {"url": "###" + luatos_server["base"] + img["path"],
+            "callback": lambda total, got, ud: seen.append((total, got, ud)), "userdata": "u"}
+    assert await _request(opts) == [0]
+    assert seen[-1] == (img["size"], img["size"], "u")
+
+
+# ------------------------------------------------------------------------ result codes
+
+
+async def test_result_1_connect_failed(vboard, luatos_server):
+    vb.boot()
+    assert await _request({"url": "###" + luatos_server["refused"] + "/x"}) == [1]
+
+
+async def test_result_3_server_closed(vboard, luatos_server):
+    vb.boot()
+    url = "###" + luatos_server["base"] + "/truncate/core-2.0.0?at=5000"
+    assert await _request({"url": url}) == [3]
+    import vpartition
+
+    assert vpartition.boot_record() is None, "nothing switched"
+
+
+async def test_result_4_cases(vboard, luatos_server):
+    vb.boot()
+    import vpartition
+
+    b = luatos_server["base"]
+    for path in ("/status/404", "/status/300", "/status/500", "/empty", "/blob/not-an-image",
+                 "/garbage?kind=text"):
+        assert await _request({"url": "###" + b + path}) == [4], path
+    assert await _request({"url": "###ftp://127.0.0.1/x"}) == [4], "a bad URL is 4 (never 2)"
+    assert vpartition.boot_record() is None, "nothing switched"
+
+
+async def test_iot_platform_diagnostics_are_logged(vboard, luatos_server):
+    vb.boot()
+    import libfota2
+
+    lines = _capture()
+    b = "###" + luatos_server["base"]
+    # The IoT-platform diagnostics apply when the URL names iot.openluat.com.
+    opts = {"url": b + "/status/404?via=iot.openluat.com"}
+    libfota2.prepare(opts, G, {})
+    out = await libfota2.check(opts)
+    assert (out.code, out.status, out.iot) == (4, 404, 27)
+    assert _logged(lines, "已是最新版本")
+    opts = {"url": b + "/status/404?via=iot.openluat.com&body=oops"}
+    libfota2.prepare(opts, G, {})
+    out = await libfota2.check(opts)
+    assert out.iot == libfota2.NOT_JSON and _logged(lines, "json")
+    opts = {"url": b + "/status/404"}
+    libfota2.prepare(opts, G, {})
+    out = await libfota2.check(opts)
+    assert out.iot is None, "not the IoT platform: no diagnostics"
+
+
+# ------------------------------------------------------------- the seed's scenario one
+
+
+def fota_cb(ret):
+    # The seed's fota_cb (scenario one), with its log texts; board.reset() plays rtos.reboot().
+    import board
+    import lsys as sys
+
+    log = sys.log
+    log.info("fota", ret)
+    if ret == 0:
+        log.info("升级包下载成功,重启模块")
+        board.reset()
+    elif ret == 1:
+        log.info("连接失败", "请检查url拼写或服务器配置(是否为内网)")
+    elif ret == 2:
+        log.info("url错误", "检查url拼写")
+    elif ret == 3:
+        log.info("服务器断开", "检查服务器白名单配置")
+    elif ret == 4:
+        log.error("FOTA 失败",
+                  "原因可能有:\n"
+                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— 通常是升级包文件缺失或 URL 指向空文件;\n"
+                  "2) 服务器返回 4xx/5xx 等异常状态码 —— 请确认升级包已上传、URL 正确、鉴权信息有效;\n"
+                  "3) 已经是最新版本,无需升级")
+    elif ret == 5:
+        log.info("版本号书写错误", "iot平台版本号需要使用xxx.yyy.zzz形式")
+    else:
+        log.info("不是上面几种情况 ret为", ret)
+
+
+def test_full_update_download_cb0_reset_new_core(vboard, luatos_server):
+    # The seed's app: wait for the network, request, and check again every 4 hours. The server
+    # (/fw/) has core 2.0.0 for a device that reports an older version.
+    vb.boot()
+    import board
+    import libfota2
+    import lnet as socket
+    import lsys as sys
+
+    assert board.core_version() == "1.0.0"
+    sys.PROJECT, sys.VERSION, sys.PRODUCT_KEY = "FOTA2_DEMO", "001.000.001", "pk123"
+    opts = {"url": luatos_server["base"] + "/t/full/fw/core-2.0.0?"}
+
+    async def fota_task_func():
+        while not socket.adapter(socket.dft()):
+            sys.log.warn("fota_task_func", "wait IP_READY", socket.dft())
+            await sys.waitUntil("IP_READY", 1000)
+        sys.log.info("fota_task_func", "recv IP_READY", socket.dft())
+        sys.log.info("开始检查升级")
+        libfota2.request(fota_cb, opts)
+
+    sys.taskInit(fota_task_func)
+    sys.timerLoopStart(libfota2.request, 4 * 3600000, fota_cb, opts)
+    sys.timerStart(sys.stop, 30000)  # a bound for the test: the reset must come long before
+    code = None
+    try:
+        sys.run()
+    except SystemExit as e:
+        code = e.args[0]
+    assert code == 64, "fota_cb(0) resets the board (exit 64), got %r" % (code,)
+    assert opts["version"] == "1.0.0.001.001"
+    # The next power-on: the bootloader boots the new core, pending confirmation.
+    vb.reboot()
+    from mpfota import confirm
+
+    assert board.core_version() == "2.0.0"
+    assert confirm.status() == "pending"
+    confirm.confirm()
+    # Checking again from the new core: the server says "already latest" (27) -> 4.
+    import asyncio
+
+    asyncio.new_event_loop()
+    opts2 = {"url": luatos_server["base"] + "/t/full2/fw/core-2.0.0?"}
+    libfota2.prepare(opts2, G, libfota2._device())
+    out = asyncio.run(libfota2.check(opts2))
+    assert (out.code, out.status) == (4, 404)
+    assert opts2["version"] == "2.0.0.001.001"

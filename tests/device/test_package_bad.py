@@ -1,0 +1,210 @@
+# Every bad package is refused with a defined reason, logged, and nothing is switched: the boot
+# record stays, no script set is staged, the live scripts and the user's files are untouched,
+# the anti-rollback minimum does not move. Refusals that the manifest alone can decide happen
+# before anything is erased: the spare slot is still blank.
+import vb
+
+TIMEOUT = 60
+MAIN0 = 'VERSION = "001.000.000"\n'
+
+
+def _setup(kit, key=False, min_counter=0):
+    vb.boot()
+    import os
+    from mpfota import state
+
+    with open("/main.py", "w") as f:
+        f.write(MAIN0)
+    with open("/config.json", "w") as f:
+        f.write("user")
+    if key or min_counter:
+        os.mkdir("/.mpfota")
+    if key:
+        with open("/.mpfota/pubkey.pem", "w") as f:
+            f.write(kit["pub_pem"])
+    if min_counter:
+        state.save("rollback", {"min": min_counter})
+
+
+def _spare_blank():
+    import board
+
+    _, spare = board.ota_slots()
+    buf = bytearray(4096)
+    spare.readblocks(0, buf)
+    return buf == b"\xff" * 4096
+
+
+async def _refused(kit, name, reason, erased=False, **kw):
+    import os
+
+    import vpartition
+    from mpfota import http, package, scripts
+
+    before = package.min_counter()
+    args = {"project": "DEMO", "version": "001.000.000"}
+    args.update(kw)
+    resp = await http.request("GET", kit["base"] + kit["packages"][name]["path"], bytearray(1024))
+    try:
+        await package.install(resp, **args)
+    except package.PackageError as e:
+        assert e.reason == reason, "%s: expected %s, got %s (%s)" % (name, reason, e.reason, e.msg)
+        assert e.code == -9
+        msg = e.msg
+    else:
+        raise AssertionError("%s should have been refused" % name)
+    finally:
+        await resp.aclose()
+    assert vpartition.boot_record() is None, "the boot slot must not be switched"
+    if not erased:
+        assert _spare_blank(), "refused before anything is erased: the spare slot stays blank"
+    assert scripts.status() == "valid" and scripts.staged() is None
+    try:
+        os.stat("/.mpfota/stage")
+        raise AssertionError("a refused package leaves no staged files")
+    except OSError:
+        pass
+    with open("/main.py") as f:
+        assert f.read() == MAIN0
+    with open("/config.json") as f:
+        assert f.read() == "user"
+    assert package.min_counter() == before
+    return msg
+
+
+async def test_truncated_inside_the_core(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "truncated-core", "truncated", erased=True)
+
+
+async def test_truncated_inside_the_scripts(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "truncated-scripts", "truncated", erased=True)
+
+
+async def test_truncated_inside_the_manifest(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "truncated-manifest", "truncated")
+
+
+async def test_wrong_core_digest(vboard, package_kit):
+    _setup(package_kit)
+    msg = await _refused(package_kit, "digest-core", "digest", erased=True)
+    assert "md5" in msg or "sha256" in msg
+
+
+async def test_wrong_scripts_digest(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "digest-scripts", "digest", erased=True)
+
+
+async def test_corrupted_manifest_fails_its_crc(vboard, package_kit):
+    _setup(package_kit)
+    msg = await _refused(package_kit, "crc-manifest", "digest")
+    assert "CRC" in msg
+
+
+async def test_unsigned_package_refused_when_a_key_is_provisioned(vboard, package_kit):
+    _setup(package_kit, key=True)
+    msg = await _refused(package_kit, "unsigned", "signature")
+    assert "not signed" in msg
+
+
+async def test_signature_by_another_key(vboard, package_kit):
+    _setup(package_kit, key=True)
+    await _refused(package_kit, "signature-other-key", "signature")
+
+
+async def test_tampered_manifest_under_a_valid_signature(vboard, package_kit):
+    _setup(package_kit, key=True)
+    await _refused(package_kit, "signature-tampered", "signature")
+
+
+async def test_bad_signature_with_an_explicit_key(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "signature-other-key", "signature", key=package_kit["pub_pem"])
+
+
+async def test_wrong_layout_suffix(vboard, package_kit):
+    _setup(package_kit)
+    msg = await _refused(package_kit, "layout", "layout")
+    assert "_2" in msg and "_1" in msg
+
+
+async def test_wrong_firmware(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "firmware", "firmware")
+
+
+async def test_wrong_project(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "project", "project")
+
+
+async def test_script_downgrade(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "downgrade-script", "downgrade")
+
+
+async def test_same_script_version(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "same-script", "current")
+
+
+async def test_core_downgrade(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "downgrade-core", "downgrade")
+
+
+async def test_core_already_running(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "current-core", "current")
+
+
+async def test_cyclic_old_script_with_new_core(vboard, package_kit):
+    _setup(package_kit)
+    msg = await _refused(package_kit, "cyclic", "cyclic")
+    assert "cyclic upgrade refused" in msg and "7.3" in msg
+
+
+async def test_anti_rollback_counter(vboard, package_kit):
+    _setup(package_kit, min_counter=4)
+    msg = await _refused(package_kit, "rollback-counter", "rollback")
+    assert "below" in msg
+
+
+async def test_built_for_another_base_core(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "base-core", "base")
+
+
+async def test_manifest_too_large(vboard, package_kit):
+    _setup(package_kit)
+    msg = await _refused(package_kit, "manifest-too-large", "manifest_too_large")
+    assert "manifest too large" in msg
+
+
+async def test_script_entry_overflows_its_section(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "overflow-entry", "overflow")
+
+
+async def test_bytes_after_the_last_section(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "overflow-trailing", "overflow")
+
+
+async def test_core_larger_than_the_slot(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "core-too-big", "space")
+
+
+async def test_core_delta_not_supported_yet(vboard, package_kit):
+    _setup(package_kit)
+    msg = await _refused(package_kit, "core-delta", "unsupported")
+    assert "core-delta" in msg
+
+
+async def test_core_that_is_not_a_bootable_image(vboard, package_kit):
+    _setup(package_kit)
+    await _refused(package_kit, "not-bootable", "image", erased=True)

@@ -1,0 +1,204 @@
+"""Fixtures for the delta-update tests (docs/delta.md).
+
+`delta_small`: a synthetic pair of unix core images (1.0.0 -> 2.0.0, ~48 KB, with insertions,
+deletions and pointer-like edits), its patch, and one damaged patch per class of bad input
+(`BAD`: name -> the words the refusal must contain). `delta_small_board`: a board running the
+pair's base image. `delta_corpus` / `delta_corpus_board`: the same for the real firmware pair
+(ESP8266 MicroPython v1.9.4 -> v1.10 from shared/corpus, wrapped as core images); skipped when
+the corpus is not there.
+
+Device side a set is a dict {"patch": path, "bad": {name: path}, "expect": {name: words},
+"old_version", "new_version", "size", "sha256"}; a board is its path (MPFOTA_FLASH is set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+
+from mpfota_host import delta, image, paths, vboard
+
+CORPUS = paths.REPO.parent / "shared" / "corpus" / "firmware"
+CORPUS_OLD = "esp8266-v1.9.4.bin"
+CORPUS_NEW = "esp8266-v1.10.bin"
+CORPUS_SLOT = 640 * 1024
+SMALL_SLOT = 128 * 1024
+FS_SIZE = 256 * 1024
+
+# Each damaged patch and the words its refusal carries (device and host messages both).
+BAD = {
+    "magic": "not an mpfota delta patch",
+    "header_cut": "truncated",
+    "truncated": "announces",
+    "body_crc": "body CRC mismatch",
+    "header_crc": "header CRC mismatch",
+    "bad_deflate": "corrupt stream data",
+    "bad_varint": "bad varint",
+    "runs_overflow": "runs stream",
+    "wrong_base": "another base",
+    "too_long": "longer than announced",
+    "too_short": "shorter than announced",
+    "seek": "seek out of range",
+    "wrong_result": "sha256",
+}
+
+
+def small_bodies() -> tuple[bytes, bytes]:
+    """Old and new bodies that differ as firmware builds do: code moved, pointers shifted."""
+    rng = random.Random(20240601)
+    words = [rng.getrandbits(32) for _ in range(256)]
+    old = bytearray()
+    while len(old) < 48_000:
+        if rng.random() < 0.5:  # "code": a few recurring words
+            old += rng.choice(words).to_bytes(4, "little")
+        else:  # "pointers" into the image
+            old += (0x40200000 + rng.randrange(48_000)).to_bytes(4, "little")
+    new = bytearray(old[:5000]) + rng.randbytes(700) + old[5000:20000] + old[20300:]
+    for _ in range(300):  # shifted pointers
+        at = rng.randrange(0, len(new) - 4) & ~3
+        word = int.from_bytes(new[at : at + 4], "little")
+        new[at : at + 4] = ((word + 0x2BC) & 0xFFFFFFFF).to_bytes(4, "little")
+    new += rng.randbytes(1000)
+    return bytes(old), bytes(new)
+
+
+def _patch_fields(patch: bytes):
+    return delta.fmt().parse_header(patch)
+
+
+def _with_ctrl(old: bytes, new: bytes, edit) -> bytes:
+    """The patch for old -> new with its control triples changed by edit(list)."""
+    triples, diff, extra = delta.match(old, new)
+    triples = list(triples)
+    edit(triples)
+    runs, nonzero = delta.encode_runs(diff)
+    raws = [delta.encode_ctrl(triples), runs, nonzero, extra]
+    return delta.assemble(raws, len(triples), old, new)
+
+
+def damaged(old: bytes, new: bytes, patch: bytes) -> dict[str, bytes]:
+    """One bad patch per class in BAD, each derived from the good patch for old -> new."""
+    f = delta.fmt()
+    h = _patch_fields(patch)
+    hs = f.HEADER_SIZE
+    extra_at = h.offset(f.EXTRA)
+    out: dict[str, bytes] = {}
+    out["magic"] = b"XXXX" + patch[4:]
+    out["header_cut"] = patch[:100]
+    out["truncated"] = patch[:-200]
+    body = bytearray(patch)
+    body[extra_at + h.streams[f.EXTRA][1] // 2] ^= 0x5A
+    out["body_crc"] = bytes(body)
+    head = bytearray(patch)
+    head[10] ^= 1  # from_size, without a new header CRC
+    out["header_crc"] = bytes(head)
+    bad = bytearray(patch)
+    bad[extra_at] = 0xFF  # DEFLATE block type 3 does not exist
+    out["bad_deflate"] = delta.reseal(bytes(bad))
+    raws, n = delta.raw_streams(old, new)
+    out["bad_varint"] = delta.assemble([b"\x80" * 6 + raws[0][6:], *raws[1:]], n, old, new)
+    runs = bytearray(raws[1])
+    delta.put_varint(len(new) << 2 | 1, runs)  # one more change, past the end of the diff
+    out["runs_overflow"] = delta.assemble([raws[0], bytes(runs), *raws[2:]], n, old, new)
+    other = bytearray(old)
+    other[len(other) // 2] ^= 0xFF
+    out["wrong_base"] = delta.make_patch(bytes(other), new).data
+    fixed = bytearray(patch[:hs])
+    to_size = h.to_size
+    fixed[44:48] = (to_size - 100).to_bytes(4, "little")
+    out["too_long"] = delta.reseal(bytes(fixed) + patch[hs:])
+    fixed[44:48] = (to_size + 100).to_bytes(4, "little")
+    out["too_short"] = delta.reseal(bytes(fixed) + patch[hs:])
+    fixed = bytearray(patch[:hs])
+    fixed[48:80] = hashlib.sha256(b"something else").digest()
+    out["wrong_result"] = delta.reseal(bytes(fixed) + patch[hs:])
+
+    def far_seek(triples: list) -> None:
+        i = next(k for k in range(len(triples) - 1) if triples[k + 1][0] > 0)
+        x, y, z = triples[i]
+        triples[i] = (x, y, z + 4 * len(old))
+
+    out["seek"] = _with_ctrl(old, new, far_seek)
+    assert set(out) == set(BAD)
+    return out
+
+
+class DeltaSet:
+    """A pair of core images, their patch and its damaged variants, as files in a directory."""
+
+    def __init__(self, directory: Path, old: bytes, new: bytes, bad: bool = True) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dir = directory
+        self.old = old
+        self.new = new
+        self.patch = delta.make_patch(old, new)
+        (directory / "old.img").write_bytes(old)
+        (directory / "new.img").write_bytes(new)
+        (directory / "patch.bin").write_bytes(self.patch.data)
+        self.bad: dict[str, Path] = {}
+        if bad:
+            for name, data in damaged(old, new, self.patch.data).items():
+                self.bad[name] = directory / f"bad-{name}.bin"
+                self.bad[name].write_bytes(data)
+
+    def version(self, data: bytes) -> str:
+        return image.parse_header(data).version
+
+    def to_device(self) -> dict:
+        return {
+            "patch": str(self.dir / "patch.bin"),
+            "bad": {k: str(v) for k, v in self.bad.items()},
+            "expect": dict(BAD),
+            "old_version": self.version(self.old),
+            "new_version": self.version(self.new),
+            "size": len(self.new),
+            "sha256": hashlib.sha256(self.new).hexdigest(),
+        }
+
+
+class DeltaBoard:
+    """A virtual board whose slot 0 runs a pair's base image."""
+
+    def __init__(self, path: Path, old: bytes, slot_size: int) -> None:
+        vboard.init(path, slot_size=slot_size, fs_size=FS_SIZE, core_image=old)
+        self.path = path
+
+    def to_device(self) -> str:
+        return str(self.path)
+
+    def device_env(self) -> dict[str, str]:
+        return {"MPFOTA_FLASH": str(self.path)}
+
+
+@pytest.fixture(scope="session")
+def delta_small(tmp_path_factory) -> DeltaSet:
+    old, new = small_bodies()
+    return DeltaSet(tmp_path_factory.mktemp("delta-small"), image.make_image(old, "1.0.0"),
+                    image.make_image(new, "2.0.0"))
+
+
+@pytest.fixture
+def delta_small_board(tmp_path, delta_small) -> DeltaBoard:
+    return DeltaBoard(tmp_path / "board", delta_small.old, SMALL_SLOT)
+
+
+def corpus_images() -> tuple[bytes, bytes]:
+    old, new = CORPUS / CORPUS_OLD, CORPUS / CORPUS_NEW
+    if not (old.is_file() and new.is_file()):
+        pytest.skip(f"firmware corpus not found in {CORPUS}")
+    return (image.make_image(old.read_bytes(), "1.9.4"),
+            image.make_image(new.read_bytes(), "1.10"))
+
+
+@pytest.fixture(scope="session")
+def delta_corpus(tmp_path_factory) -> DeltaSet:
+    old, new = corpus_images()
+    return DeltaSet(tmp_path_factory.mktemp("delta-corpus"), old, new, bad=False)
+
+
+@pytest.fixture
+def delta_corpus_board(tmp_path, delta_corpus) -> DeltaBoard:
+    return DeltaBoard(tmp_path / "board", delta_corpus.old, CORPUS_SLOT)

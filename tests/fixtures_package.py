@@ -1,0 +1,229 @@
+"""Update packages for tests: signing keys, good and bad packages, served by the HTTP test server.
+
+Loaded as a plugin (tests/conftest.py `pytest_plugins`). Packages are built with the real host
+packer (mpfota_host.package) for the default test board (core 1.0.0, 256 KiB slots, bsp UNIX,
+layout _1), the project DEMO and the running script VERSION 001.000.000.
+
+package_kit (session): device side {"base": http base, "packages": {name: {"path", "size",
+    "file"}}, "pub_pem", "pub_der_hex", "other_pub_pem", "project", "firmware_name", "version"}.
+    A package is fetched as base + path; "file" is its host path (readable before vb.boot()).
+scripts_rom (function): a bootrom that runs mpfota.bootapply before main.py, for host tests
+    that boot the virtual board (the real bootrom once it calls bootapply itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from mpfota_host import image
+from mpfota_host import package as pk
+from mpfota_host import paths
+
+PROJECT = "DEMO"
+FIRMWARE = "DEMO_LuatOS-SoC_UNIX_1"
+VERSION = "001.000.000"  # the script VERSION device tests say they run
+NEXT = "001.000.001"
+
+
+def core_image(version: str, size: int = 40_000) -> bytes:
+    seed = hashlib.sha256(version.encode()).digest()
+    out = bytearray()
+    while len(out) < size:
+        seed = hashlib.sha256(seed).digest()
+        out += seed
+    return image.make_image(bytes(out[:size]), version)
+
+
+def script_files(version: str, extra: dict[str, bytes] | None = None) -> list[tuple[str, bytes]]:
+    """A small app: main.py, two modules in app/, a default config.json (a keep file)."""
+    tag = version.encode()
+    files = {
+        "main.py": b'PROJECT = "DEMO"\nVERSION = "' + tag + b'"\nprint("main", VERSION)\n',
+        "app/a.py": b'V = "' + tag + b'"\n',
+        "app/b.py": b'V = "' + tag + b'"\n' + b"# padding\n" * 300,
+        "config.json": b'{"default": "' + tag + b'"}',
+    }
+    files.update(extra or {})
+    return sorted(files.items())
+
+
+def make(sections: list[pk.Section], *, to_script: str | None = NEXT, to_core: str | None = None,
+         key=None, firmware: str = FIRMWARE, project: str = PROJECT, **kw) -> bytes:
+    return pk.build(project=project, firmware_name=firmware, sections=sections,
+                    to_core=to_core, to_script=to_script, key=key, **kw)
+
+
+def scripts(version: str = NEXT, keep=("config.json",), **kw) -> pk.Section:
+    return pk.scripts_section(script_files(version, **kw), keep)
+
+
+def core(version: str = "2.0.0", size: int = 40_000) -> pk.Section:
+    return pk.Section("core", core_image(version, size))
+
+
+def flip(data: bytes, offset: int) -> bytes:
+    out = bytearray(data)
+    out[offset] ^= 0x01
+    return bytes(out)
+
+
+def resign_manifest(data: bytes, change) -> bytes:
+    """Rewrite the manifest with change(dict), fixing the header CRC but keeping the old
+    signature (a tampered package that still looks well formed)."""
+    info = pk.read_manifest(data)
+    manifest = json.loads(info.manifest_bytes)
+    change(manifest)
+    raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    body = data[pk.HEADER_SIZE + len(info.manifest_bytes) + len(info.signature):]
+    return pk.assemble(raw, info.signature, [body])
+
+
+def bad_packages(key, other_key) -> dict[str, bytes]:
+    """One package per way to be wrong, each otherwise valid for the test board."""
+    both = make([core(), scripts()], to_core="2.0.0")
+    info = pk.read_manifest(both)
+    core_at = info.section("core").offset
+    scripts_at = info.section("scripts").offset
+    overflow_body = pk.ENTRY.pack(pk.ENTRY_FILE, 7, 5000) + b"main.py" + b"x" * 100
+    overflow = pk.Section("scripts", overflow_body, {"files": 1, "unpacked": 5000})
+    big_manifest = json.dumps({"format": 1, "project": PROJECT, "note": "x" * 5000}).encode()
+    delta = pk.Section("core-delta", b"\x01" * 100, {"base_sha256": "ab" * 32})
+    return {
+        "truncated-core": both[: core_at + 20_000],
+        "truncated-scripts": both[:-5],
+        "truncated-manifest": both[:40],
+        "digest-core": flip(both, core_at + 12_345),
+        "digest-scripts": flip(both, scripts_at + 30),
+        "crc-manifest": flip(both, pk.HEADER_SIZE + 10),
+        "unsigned": both,
+        "signature-other-key": make([core(), scripts()], to_core="2.0.0", key=other_key),
+        "signature-tampered": resign_manifest(
+            make([scripts()], key=key), lambda m: m["to"].update(script="009.000.009")),
+        "layout": make([scripts()], firmware="DEMO_LuatOS-SoC_UNIX_2"),
+        "firmware": make([scripts()], firmware="DEMO_LuatOS-SoC_ESP32_1"),
+        "project": make([scripts()], project="OTHER", firmware="OTHER_LuatOS-SoC_UNIX_1"),
+        "downgrade-script": make([scripts("000.009.009")], to_script="000.009.009"),
+        "same-script": make([scripts(VERSION)], to_script=VERSION),
+        "downgrade-core": make([core("0.9.0")], to_core="0.9.0", to_script=None),
+        "current-core": make([core("1.0.0")], to_core="1.0.0", to_script=None),
+        "cyclic": make([core(), scripts(VERSION)], to_core="2.0.0", to_script=VERSION),
+        "rollback-counter": make([scripts()], counter=1),
+        "base-core": make([scripts()], from_core="0.5.0"),
+        "manifest-too-large": pk.assemble(big_manifest, b"", [b"\0" * 64]),
+        "overflow-entry": make([overflow]),
+        "overflow-trailing": make([scripts()]) + b"trailing bytes",
+        "core-too-big": make([core("2.0.0", 300_000)], to_core="2.0.0", to_script=None),
+        "core-delta": make([delta], to_core="2.0.0", to_script=None),
+        "not-bootable": make([pk.Section("core", b"\x00" * 5000)], to_core="2.0.0",
+                             to_script=None),
+    }
+
+
+def good_packages(key) -> dict[str, bytes]:
+    return {
+        "scripts": make([scripts()]),
+        "core": make([core()], to_core="2.0.0", to_script=None, counter=2),
+        "both": make([core(), scripts()], to_core="2.0.0", counter=3),
+        "signed": make([core(), scripts()], to_core="2.0.0", key=key, counter=3),
+        "scripts-signed": make([scripts()], key=key),
+        "scripts-next": make([scripts("001.000.002", extra={"app/c.py": b'V = "c"\n'})],
+                             to_script="001.000.002"),
+        "scripts-counter5": make([scripts()], counter=5),
+    }
+
+
+def _der_hex(public_key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo).hex()
+
+
+def _pem(public_key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.PEM,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+class PackageKit:
+    def __init__(self, http_server, directory: Path) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.http = http_server
+        self.dir = directory
+        self.packages: dict[str, dict] = {}
+        for name, data in {**good_packages(self.key),
+                           **bad_packages(self.key, self.other_key)}.items():
+            self.add(name, data)
+
+    def add(self, name: str, data: bytes) -> dict:
+        f = self.dir / f"{name}.pkg"
+        f.write_bytes(data)
+        self.http.add_blob("pkg-" + name, data)
+        entry = {"path": "/blob/pkg-" + name, "size": len(data), "file": str(f)}
+        self.packages[name] = entry
+        return entry
+
+    def data(self, name: str) -> bytes:
+        return Path(self.packages[name]["file"]).read_bytes()
+
+    def to_device(self) -> dict:
+        return {
+            "base": self.http.base,
+            "packages": self.packages,
+            "pub_pem": _pem(self.key.public_key()),
+            "pub_der_hex": _der_hex(self.key.public_key()),
+            "other_pub_pem": _pem(self.other_key.public_key()),
+            "project": PROJECT,
+            "firmware_name": FIRMWARE,
+            "version": VERSION,
+        }
+
+
+@pytest.fixture(scope="session")
+def package_kit(http_server, tmp_path_factory):
+    return PackageKit(http_server, tmp_path_factory.mktemp("packages"))
+
+
+STAND_IN = """\
+# bootrom.py with the boot-time apply before main.py (tests/fixtures_package.py).
+import sys
+sys.path.insert(0, {boards!r})
+import bootrom
+_main = bootrom._run_main
+
+
+def _run_main():
+    import mpfota.bootapply
+    mpfota.bootapply.run()
+    return _main()
+
+
+bootrom._run_main = _run_main
+_code = bootrom.main()
+if _code:
+    sys.exit(_code)
+"""
+
+
+def bootrom_applies() -> bool:
+    """True once boards/unix/bootrom.py runs mpfota.bootapply itself."""
+    return "bootapply" in (paths.BOARDS / "unix" / "bootrom.py").read_text()
+
+
+@pytest.fixture
+def scripts_rom(tmp_path, monkeypatch):
+    if bootrom_applies():
+        return None
+    rom = tmp_path / "rom" / "bootrom_apply.py"
+    rom.parent.mkdir()
+    rom.write_text(STAND_IN.format(boards=str(paths.BOARDS / "unix")))
+    monkeypatch.setenv("MPFOTA_BOOTROM", str(rom))
+    return rom
