@@ -380,7 +380,10 @@ class AliyunOta:
         # when the new value differs from what was reported.
         self._version = version
         if self.mqtt is not None and self._reported is not None and self._reported != version:
-            self.verRpt()
+            try:
+                self.verRpt()
+            except OSError as e:  # reported again after the reconnect
+                self._drop(e)
 
     def setName(self, name):
         # Luat: store the package as a file (e.g. MCU firmware) instead of the core slot.
@@ -455,9 +458,14 @@ class AliyunOta:
             raise
         self.mqtt = c
         log.info("aliyun", "connected to %s:%d as %s" % (self.host, self.port, user))
-        c.subscribe(self.upgrade_topic.encode(), 1)
-        self._last_ping = _ticks()
-        self.connectCb(True, self.pk, self.dn)
+        try:
+            c.subscribe(self.upgrade_topic.encode(), 1)
+            self._last_ping = _ticks()
+            self.connectCb(True, self.pk, self.dn)
+        except Exception:
+            self.mqtt = None
+            c.sock.close()
+            raise
 
     def disconnect(self):
         c, self.mqtt = self.mqtt, None

@@ -65,9 +65,16 @@ class Periodic:
         return self
 
     def stop(self):
+        # Also from inside a check (its callback): the loop then ends when the check returns.
+        import asyncio
+
         self._stopped = True
         t, self._task = self._task, None
-        if t is not None:
+        try:
+            me = asyncio.current_task()
+        except RuntimeError:  # no loop running
+            me = None
+        if t is not None and t is not me:
             t.cancel()
 
     async def _loop(self):

@@ -460,10 +460,6 @@ def classify(out):
     if out.error is not None:
         # A package the board refused (-9) comes back the same: wait a full period.
         return (fotatimer.BAD if out.error == -9 else fotatimer.FAILED), None
-    if ra_ms is not None:
+    if out.status is not None and (out.status >= 500 or out.status == 429) or out.iot == 43:
         return fotatimer.FAILED, ra_ms
-    if out.status is not None and (out.status >= 500 or out.status == 429):
-        return fotatimer.FAILED, None
-    if out.iot == 43:
-        return fotatimer.FAILED, None
-    return fotatimer.NO_UPDATE, None
+    return fotatimer.NO_UPDATE, ra_ms  # a Retry-After still sets the earliest next check

@@ -181,26 +181,24 @@ def request(cb=None, url=None, period=None, redir=None):
     s.url = url or s.url
     s.period = period or s.period
     s.redir = s.redir or redir
-    log.info("update.request", s.cb, s.url, s.period, s.redir)
+    log.info("update.request", "cb" if s.cb else None, s.url, s.period, s.redir)
     if not s.running:
         s.running = True
         lsys.taskInit(_client)
 
 
 def _imei():
+    # The id sent as imei=: setGetImeiCbFnc's, else the IMEI, else the MAC, else the unique id.
     if _s.imei_fn is not None:
         return _s.imei_fn()
-    import board
-    from libfota2 import hex_upper, mac_hex
+    from libfota2 import _device, hex_upper, mac_hex
 
-    v = board.imei()
-    if v:
-        return v
-    v = board.mac()
-    if v:
-        return mac_hex(v)
-    v = board.unique_id()
-    return hex_upper(v) if v else None
+    d = _device()
+    if d["imei"]:
+        return d["imei"]
+    if d["mac"]:
+        return mac_hex(d["mac"])
+    return hex_upper(d["unique_id"]) if d["unique_id"] else None
 
 
 def _url():

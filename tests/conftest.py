@@ -9,8 +9,17 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent / "host_tools"))
 
-# Fixture modules in tests/: the HTTP/TLS test servers and the ESP32-image boards.
-pytest_plugins = ["fixtures_esp32", "fixtures_http"]
+# Fixture modules in tests/fixtures_*.py (servers, brokers, boards, packages, patches).
+pytest_plugins = [
+    "fixtures_delta",
+    "fixtures_esp32",
+    "fixtures_http",
+    "fixtures_luatos",
+    "fixtures_mqtt",
+    "fixtures_package",
+    "fixtures_server",
+    "fixtures_triggers",
+]
 
 import pytest  # noqa: E402
 

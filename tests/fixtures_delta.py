@@ -18,7 +18,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from mpfota_host import delta, image, paths, vboard
 
 CORPUS = paths.REPO.parent / "shared" / "corpus" / "firmware"
@@ -176,8 +175,11 @@ class DeltaBoard:
 @pytest.fixture(scope="session")
 def delta_small(tmp_path_factory) -> DeltaSet:
     old, new = small_bodies()
-    return DeltaSet(tmp_path_factory.mktemp("delta-small"), image.make_image(old, "1.0.0"),
-                    image.make_image(new, "2.0.0"))
+    return DeltaSet(
+        tmp_path_factory.mktemp("delta-small"),
+        image.make_image(old, "1.0.0"),
+        image.make_image(new, "2.0.0"),
+    )
 
 
 @pytest.fixture
@@ -189,8 +191,7 @@ def corpus_images() -> tuple[bytes, bytes]:
     old, new = CORPUS / CORPUS_OLD, CORPUS / CORPUS_NEW
     if not (old.is_file() and new.is_file()):
         pytest.skip(f"firmware corpus not found in {CORPUS}")
-    return (image.make_image(old.read_bytes(), "1.9.4"),
-            image.make_image(new.read_bytes(), "1.10"))
+    return (image.make_image(old.read_bytes(), "1.9.4"), image.make_image(new.read_bytes(), "1.10"))
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,10 @@ luatos_server: {"base", "refused" (a base URL where connections are refused), "i
         /fw/NAME            the core image NAME when the device's version is lower than the
                             image's (query core_version=N, else version=a.b.c...), else 404
                             with the IoT platform's {"code": 27} ("already latest")
-        /after/KEY/N/REST   the first N requests with KEY get ?status= (default 404) with
-                            ?body= (default the platform's {"code": 43}) and Retry-After
-                            ?retry=S, or what the path ?first=PATH (URL-encoded) answers;
-                            later ones get REST
+        /after/KEY/N/REST   the first N requests with KEY get ?a_status= (default 404) with
+                            ?a_body= (default the platform's {"code": 43}) and Retry-After
+                            ?a_retry=S, or what the path ?a_path=PATH (URL-encoded)
+                            answers; later ones get REST (which sees the same query)
 luatos_vectors: {"dir": tests/vectors, "data": {file stem: content}}
 cat1_board, wifi_board, mcu_board, anonymous_board: virtual boards (VBoard, as `vboard`) with
     the identities of tests/vectors/boards.json (core image labelled with core_version).
@@ -33,7 +33,7 @@ TESTS = Path(__file__).resolve().parent
 VECTORS = TESTS / "vectors"
 sys.path.insert(0, str(TESTS / "host"))
 
-import httpserver as hs  # noqa: E402
+import httpserver as hs
 
 IMAGES = {"core-2.0.0": "2.0.0", "core-V2014": "V2014", "core-3.0.0": "3.0.0"}
 IOT_WAIT = {"code": 43, "msg": "please wait"}
@@ -57,13 +57,17 @@ class LuatOSServer(hs.HTTPTestServer):
 
     def add_image(self, name: str, data: bytes, version: str) -> None:
         self.add_blob(name, data)
-        self.images[name] = {"size": len(data), "md5": hashlib.md5(data).hexdigest(),
-                             "path": "/blob/" + name, "version": version}
+        self.images[name] = {
+            "size": len(data),
+            "md5": hashlib.md5(data).hexdigest(),
+            "path": "/blob/" + name,
+            "version": version,
+        }
 
     def to_device(self) -> dict:
         d = super().to_device()
         d["images"] = self.images
-        d["refused"] = "http://127.0.0.1:%d" % self.refused_port
+        d["refused"] = f"http://127.0.0.1:{self.refused_port}"
         return d
 
     def _dispatch(self, conn, req):
@@ -89,8 +93,9 @@ class LuatOSServer(hs.HTTPTestServer):
         if have < want:
             self._respond(conn, 200, blob.data, [("Content-Type", "application/octet-stream")])
         else:
-            self._respond(conn, 404, json.dumps(IOT_LATEST).encode(),
-                          [("Content-Type", "application/json")])
+            self._respond(
+                conn, 404, json.dumps(IOT_LATEST).encode(), [("Content-Type", "application/json")]
+            )
         return True
 
     def _do_after(self, conn, req, args):
@@ -98,18 +103,24 @@ class LuatOSServer(hs.HTTPTestServer):
         with self._count_lock:
             seen = self._counts.get(key, 0)
             self._counts[key] = seen + 1
-        if seen < n and req.arg("first"):
-            first = req.arg("first")
-            sub = hs.Recorded(req.method, first, urlsplit(first).path,
-                              parse_qs(urlsplit(first).query), req.headers, req.body)
+        if seen < n and req.arg("a_path"):
+            first = req.arg("a_path")
+            sub = hs.Recorded(
+                req.method,
+                first,
+                urlsplit(first).path,
+                parse_qs(urlsplit(first).query),
+                req.headers,
+                req.body,
+            )
             return super()._dispatch(conn, sub)
         if seen < n:
             headers = [("Content-Type", "application/json")]
-            if req.arg("retry") is not None:
-                headers.append(("Retry-After", req.arg("retry")))
-            body = req.arg("body")
+            if req.arg("a_retry") is not None:
+                headers.append(("Retry-After", req.arg("a_retry")))
+            body = req.arg("a_body")
             data = body.encode() if body is not None else json.dumps(IOT_WAIT).encode()
-            self._respond(conn, int(req.arg("status", "404")), data, headers)
+            self._respond(conn, int(req.arg("a_status", "404")), data, headers)
             return True
         rest = "/" + "/".join(args[2:])
         req.path = rest
@@ -122,8 +133,7 @@ def luatos_server():
 
     srv = LuatOSServer()
     for name, version in IMAGES.items():
-        srv.add_image(name, image.make_image(image.factory_body(version, 40_000), version),
-                      version)
+        srv.add_image(name, image.make_image(image.factory_body(version, 40_000), version), version)
     srv.add_blob("not-an-image", hs.random_bytes(30_000, 99))
     srv.start()
     yield srv
@@ -154,9 +164,18 @@ def _identity_board(tmp_path: Path, name: str) -> _Board:
     version = ident["core_version"]
     core = image.make_image(image.factory_body(version, 40_000), version)
     path = tmp_path / name
-    vboard.init(path, slot_size=256 * 1024, fs_size=256 * 1024, core_image=core,
-                identity={"imei": ident["imei"], "mac": ident["mac"], "uid": ident["uid"],
-                          "bsp": ident["bsp"]})
+    vboard.init(
+        path,
+        slot_size=256 * 1024,
+        fs_size=256 * 1024,
+        core_image=core,
+        identity={
+            "imei": ident["imei"],
+            "mac": ident["mac"],
+            "uid": ident["uid"],
+            "bsp": ident["bsp"],
+        },
+    )
     return _Board(path)
 
 

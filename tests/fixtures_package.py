@@ -227,3 +227,57 @@ def scripts_rom(tmp_path, monkeypatch):
     rom.write_text(STAND_IN.format(boards=str(paths.BOARDS / "unix")))
     monkeypatch.setenv("MPFOTA_BOOTROM", str(rom))
     return rom
+
+
+@pytest.fixture(scope="session")
+def rsa_vectors():
+    """Keys and PKCS#1 v1.5 SHA-256 signatures made by `cryptography`, for the device's rsa.
+
+    Device side: {"keys": [{"bits", "pem", "der_hex", "pkcs1_der_hex", "message_hex",
+    "sig_hex", "digest_hex"}], "small_pem" (1024-bit), "ec_pem" (not RSA), "pss_sig_hex"
+    (a PSS signature of the first message: not PKCS#1 v1.5)}.
+    """
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    def pub(key, fmt=serialization.PublicFormat.SubjectPublicKeyInfo,
+            enc=serialization.Encoding.DER):
+        return key.public_key().public_bytes(enc, fmt)
+
+    keys = []
+    first = None
+    for bits in (2048, 3072, 4096):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        first = first or key
+        message = f"mpfota manifest signed with {bits} bits".encode()
+        keys.append({
+            "bits": bits,
+            "pem": pub(key, enc=serialization.Encoding.PEM).decode(),
+            "der_hex": pub(key).hex(),
+            "pkcs1_der_hex": pub(key, serialization.PublicFormat.PKCS1).hex(),
+            "message_hex": message.hex(),
+            "digest_hex": hashlib.sha256(message).hexdigest(),
+            "sig_hex": key.sign(message, padding.PKCS1v15(), hashes.SHA256()).hex(),
+        })
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    eck = ec.generate_private_key(ec.SECP256R1())
+    pss = first.sign(bytes.fromhex(keys[0]["message_hex"]),
+                     padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+    return {
+        "keys": keys,
+        "small_pem": pub(small, enc=serialization.Encoding.PEM).decode(),
+        "ec_pem": pub(eck, enc=serialization.Encoding.PEM).decode(),
+        "pss_sig_hex": pss.hex(),
+    }
+
+
+PROPOSAL_MARK = "<!-- proposed device/mpfota/download.py -->"
+
+
+@pytest.fixture(scope="session")
+def download_proposal() -> str:
+    """The download.py text proposed in docs/package-integration.md (device tests run it while
+    device/mpfota/download.py does not handle packages itself)."""
+    doc = (paths.REPO / "docs" / "package-integration.md").read_text()
+    block = doc.split(PROPOSAL_MARK, 1)[1].split("```python\n", 1)[1]
+    return block.split("\n```", 1)[0] + "\n"

@@ -114,7 +114,11 @@ def apply(path=PATCH_PATH, update=None, version=None, switch=True, progress=None
     log.info("fota", "delta: base ok,", h.from_size, "->", h.to_size, "bytes,", h.triples,
              "triples")
     _run(path, h, update, progress)
-    update.verify(h.to_size, sha256=_hex(h.to_sha256))
+    try:
+        update.verify(h.to_size, sha256=_hex(h.to_sha256))
+    except FotaError as e:
+        log.error("fota", "delta: the rebuilt image is refused:", e.msg)
+        raise
     if switch:
         update.switch(version)
     return h

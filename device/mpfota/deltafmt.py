@@ -148,6 +148,16 @@ class Reader:
         return self.pos < self.end or self.left > 0
 
     def varint(self):
+        # Fast path: a one-byte varint already in the buffer (most of them).
+        pos = self.pos
+        if pos < self.end:
+            b = self.buf[pos]
+            if b < 0x80:
+                self.pos = pos + 1
+                return b
+        return self._varint()
+
+    def _varint(self):
         v = 0
         shift = 0
         for _ in range(MAX_VARINT_BYTES):
@@ -165,6 +175,13 @@ class Reader:
     def add_into(self, mv, i, n):
         # mv[i:i+n] += the next n bytes of this stream (mod 256).
         buf = self.buf
+        pos = self.pos
+        if pos + n <= self.end:  # fast path: all in the buffer
+            for j in range(pos, pos + n):
+                mv[i] = (mv[i] + buf[j]) & 0xFF
+                i += 1
+            self.pos = pos + n
+            return
         while n:
             if self.pos == self.end:
                 self._fill()
@@ -203,6 +220,9 @@ def apply_streams(h, readers, read_old, out, progress=None):
     # fills mv with old bytes from pos; out has space() -> memoryview, advance(n) (the slot
     # writer's API). Raises PatchError on anything the header does not allow.
     ctrl, runs, diff, extra = readers
+    more_runs = runs.more
+    next_run = runs.varint
+    add = diff.add_into
     to_size = h.to_size
     from_size = h.from_size
     old = 0  # read position in the old image
@@ -226,21 +246,24 @@ def apply_streams(h, readers, read_old, out, progress=None):
             i = 0
             while i < k:
                 if not zeros and not nonzero:
-                    if runs.more():
-                        v = runs.varint()
+                    if more_runs():
+                        v = next_run()
                         zeros = v >> 2
                         nonzero = v & 3
                         if not nonzero:
-                            nonzero = runs.varint() + 4
+                            nonzero = next_run() + 4
                     else:
                         zeros = to_size  # no more changes: the rest of the diff is zeros
+                s = k - i
                 if zeros:
-                    s = min(zeros, k - i)
+                    if zeros < s:
+                        s = zeros
                     zeros -= s
                 else:
-                    s = min(nonzero, k - i)
+                    if nonzero < s:
+                        s = nonzero
                     nonzero -= s
-                    diff.add_into(mv, i, s)
+                    add(mv, i, s)
                 i += s
             out.advance(k)
             old += k

@@ -217,8 +217,8 @@ def check_path(path):
             path = bytes(path).decode()
         except UnicodeError:
             raise PackageError(FORMAT_ERROR, "script path is not UTF-8")
-    if not isinstance(path, str) or not 1 <= len(path) <= MAX_PATH:
-        raise PackageError(FORMAT_ERROR, "script path must be 1 to %d characters" % MAX_PATH)
+    if not isinstance(path, str) or not 1 <= len(path.encode()) <= MAX_PATH:
+        raise PackageError(FORMAT_ERROR, "script path must be 1 to %d bytes" % MAX_PATH)
     for ch in path:
         if ch < " " or ch in "\\:*?\"<>|\x7f":
             raise PackageError(FORMAT_ERROR, "script path %r has a forbidden character" % path)
@@ -403,6 +403,16 @@ def provisioned_key():
     return None
 
 
+def _luatos_globals():
+    # PROJECT and VERSION as the application set them in lsys (the LuatOS globals), if it did.
+    import sys
+
+    m = sys.modules.get("lsys")
+    if m is None:
+        return {}
+    return {"PROJECT": getattr(m, "PROJECT", None), "VERSION": getattr(m, "VERSION", None)}
+
+
 def _layout():
     import board
 
@@ -439,8 +449,10 @@ class Installer:
     (an HTTP Range request) continues: the core section from its last written sector, the
     script section from its start, anything before the sections from byte 0.
 
-    project, version (the running script VERSION), firmware_name: the device; each defaults to
-    the installed script set's record; firmware_name then to PROJECT_LuatOS-SoC_<bsp>_<layout>.
+    project, version (the running script VERSION), firmware_name: the device. project and
+    version default to lsys.PROJECT / lsys.VERSION (when the app imported lsys), then to the
+    installed script set's record; firmware_name to the record's, then to
+    PROJECT_LuatOS-SoC_<bsp>_<layout> (layout: board.layout() when the board has it, else 1).
     key: a public key (PEM, DER or rsa.PublicKey); default: the provisioned one. keep: paths of
     user files a new script set never overwrites. update: an mpfota.ota.Update to write the core
     into (its sector buffer is used for everything); buf: a 4096-byte buffer otherwise.
@@ -585,13 +597,16 @@ class Installer:
         from mpfota import scripts
 
         cur = scripts.installed() or {}
-        project = self.project or cur.get("project")
+        g = _luatos_globals()
+        project = self.project or g.get("PROJECT") or cur.get("project")
         if not project:
-            raise PackageError(IDENTITY, "the device's PROJECT is unknown (pass project=)")
+            raise PackageError(IDENTITY, "the device's PROJECT is unknown (pass project=, or "
+                               "set lsys.PROJECT)")
         name = self.firmware_name or cur.get("firmware_name") or _ver.firmware_name(
             project, board.bsp(), _layout())
+        script = self.version or g.get("VERSION") or cur.get("version")
         return {"project": project, "firmware_name": name, "core": board.core_version(),
-                "script": self.version or cur.get("version"), "min_counter": min_counter()}
+                "script": script, "min_counter": min_counter()}
 
     def _precheck(self, m):
         # Everything that can be known before writing: refuse now, with nothing erased.

@@ -182,8 +182,19 @@ def commit(files, version, project, firmware_name, keep=(), core=None):
 # --- at boot ----------------------------------------------------------------------------------------
 
 
+def _settle():
+    # littlefs repairs a cross-folder rename that a power cut interrupted on its first write
+    # after mounting; until then the file can be missing from both folders. A write attempt
+    # (mkdir of a folder that exists) makes it repair before any file is looked at.
+    try:
+        os.mkdir("/.mpfota")
+    except OSError:
+        pass
+
+
 def apply_at_boot():
     # Finish whatever the journal says. Returns the status afterwards. Call before main.py.
+    _settle()
     rec = _load()
     s = rec["state"]
     if s == "staged":

@@ -6,7 +6,8 @@
 #
 # All of them go through request() below, which runs one FOTA at a time: while a request it
 # started has not called back, another one is refused (the seed's `fota_running` flag, in
-# customer_srv_fota.lua: "FOTA 正在运行，跳过本次请求"). docs/scenarios.md has the protocols.
+# customer_srv_fota.lua: "FOTA 正在运行，跳过本次请求").
+# docs/scenarios.md has the protocols.
 from mpfota import log
 
 _running = False

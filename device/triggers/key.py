@@ -116,6 +116,7 @@ def watch(name, cb=None, opts=None, ms=DEBOUNCE_MS, edge=FALLING, pull="up", pol
     # Start watching key `name`: when it is held `ms` (LuatOS gpio.debounce(name, ms, 1)),
     # triggers.request(cb, opts) starts a libfota2 check (refused while one runs), or action().
     import lsys
+
     import triggers
 
     if action is None:

@@ -72,6 +72,7 @@ class Client:
 
     def on_message(self, topic, payload):
         import lsys
+
         import triggers
 
         self.messages += 1
@@ -79,7 +80,7 @@ class Client:
         if payload == self.keyword:
             try:
                 started = triggers.request(self._result, self.opts, self.start_fn)
-            except Exception as exc:  # reported, not fatal to the connection
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal to the connection
                 lsys.log.error("mqtt", "request failed:", exc)
                 self.send({"event": "error", "error": "request", "detail": str(exc)})
             else:
@@ -126,7 +127,8 @@ class Client:
                 await lsys.waitUntil("IP_READY", 1000)
             try:
                 m = self._connect()
-            except Exception as exc:  # OSError, or MQTTException (the broker refused)
+            # OSError, or umqtt's MQTTException (the broker refused)
+            except Exception as exc:  # noqa: BLE001
                 log.warn("mqtt", "connect", self.server, self.port, "failed:", repr(exc))
                 await lsys.wait(self.reconnect_ms)
                 continue
@@ -136,7 +138,8 @@ class Client:
             log.info("mqtt", "pub", self.reply_topic)
             try:
                 await self._serve(m)
-            except Exception as exc:  # OSError; umqtt's asserts and index errors on bad packets
+            # OSError; umqtt's asserts and index errors on broken packets
+            except Exception as exc:  # noqa: BLE001
                 log.warn("mqtt", "connection lost:", repr(exc))
             finally:
                 self.mqtt = None

@@ -34,6 +34,122 @@ CONNECT_MS = const(10000)
 RECONNECT_MS = 5000
 
 
+_WS = " \t\r\n"
+_MAX_DEPTH = const(16)
+
+
+def json_error(s):
+    # RFC 8259 syntax check of text s: None when it is one JSON value, else the cause. (The
+    # unix and ESP32 ports' json.loads accept some malformed text, e.g. a missing ":"; CPython's
+    # accepts NaN: the device decides on the standard, the same everywhere.)
+    try:
+        i = _skip(s, _value(s, _skip(s, 0), 0))
+    except ValueError as exc:
+        return str(exc)
+    if i != len(s):
+        return "extra data at %d" % i
+    return None
+
+
+def _skip(s, i):
+    n = len(s)
+    while i < n and s[i] in _WS:
+        i += 1
+    return i
+
+
+def _value(s, i, depth):
+    # Index after the JSON value that starts at s[i]; ValueError when there is none.
+    if i >= len(s):
+        raise ValueError("unexpected end")
+    c = s[i]
+    if c == "{" or c == "[":
+        if depth >= _MAX_DEPTH:
+            raise ValueError("nested deeper than %d" % _MAX_DEPTH)
+        return _container(s, i, depth + 1)
+    if c == '"':
+        return _string(s, i)
+    for word in ("true", "false", "null"):
+        if s.startswith(word, i):
+            return i + len(word)
+    return _number(s, i)
+
+
+def _container(s, i, depth):
+    close = "}" if s[i] == "{" else "]"
+    i = _skip(s, i + 1)
+    if i < len(s) and s[i] == close:
+        return i + 1
+    while True:
+        if close == "}":
+            if i >= len(s) or s[i] != '"':
+                raise ValueError("expected a member name at %d" % i)
+            i = _skip(s, _string(s, i))
+            if i >= len(s) or s[i] != ":":
+                raise ValueError("expected ':' at %d" % i)
+            i = _skip(s, i + 1)
+        i = _skip(s, _value(s, i, depth))
+        if i < len(s) and s[i] == ",":
+            i = _skip(s, i + 1)
+            continue
+        if i < len(s) and s[i] == close:
+            return i + 1
+        raise ValueError("expected ',' or '%s' at %d" % (close, i))
+
+
+def _string(s, i):
+    n = len(s)
+    i += 1
+    while i < n:
+        c = s[i]
+        if c == '"':
+            return i + 1
+        if c < " ":
+            raise ValueError("control character in a string at %d" % i)
+        if c == "\\":
+            i += 1
+            if i >= n:
+                break
+            e = s[i]
+            if e == "u":
+                h = s[i + 1 : i + 5]
+                if len(h) != 4 or not all(x in "0123456789abcdefABCDEF" for x in h):
+                    raise ValueError("bad \\u escape at %d" % i)
+                i += 4
+            elif e not in '"\\/bfnrt':
+                raise ValueError("bad escape at %d" % i)
+        i += 1
+    raise ValueError("unterminated string")
+
+
+def _digits(s, i):
+    j = i
+    while j < len(s) and "0" <= s[j] <= "9":
+        j += 1
+    return j
+
+
+def _number(s, i):
+    j = i + 1 if s[i] == "-" else i
+    k = _digits(s, j)
+    if k == j or (s[j] == "0" and k > j + 1):
+        raise ValueError("unexpected %r at %d" % (s[i], i))
+    if k < len(s) and s[k] == ".":
+        m = _digits(s, k + 1)
+        if m == k + 1:
+            raise ValueError("bad number at %d" % i)
+        k = m
+    if k < len(s) and s[k] in "eE":
+        m = k + 1
+        if m < len(s) and s[m] in "+-":
+            m += 1
+        e = _digits(s, m)
+        if e == m:
+            raise ValueError("bad number at %d" % i)
+        k = e
+    return k
+
+
 def parse(line):
     # One message (bytes or str) -> a dict: {"event": "fota", "url", "version"} for a command,
     # else the reply to send ({"event": "ignored" | "error", ...}); None for a blank line.
@@ -42,12 +158,15 @@ def parse(line):
             line = bytes(line).decode()
         except UnicodeError:
             return {"event": "error", "error": "json", "detail": "not UTF-8 text"}
-    line = line.strip()
+    line = line.strip(_WS)
     if not line:
         return None
+    cause = json_error(line)
+    if cause is not None:
+        return {"event": "error", "error": "json", "detail": cause}
     try:
         msg = json.loads(line)
-    except ValueError as exc:
+    except ValueError as exc:  # valid JSON this json module cannot take (e.g. a huge number)
         return {"event": "error", "error": "json", "detail": str(exc) or "not JSON"}
     if not isinstance(msg, dict):
         return {"event": "error", "error": "type", "detail": "not a JSON object"}
@@ -110,6 +229,7 @@ class Client:
     def _hello(self):
         import board
         import lsys
+
         import triggers
 
         self.send({"event": "hello", "id": triggers.device_id(), "project": lsys.PROJECT,
@@ -125,6 +245,7 @@ class Client:
     def handle(self, line):
         # Act on one received message and answer it.
         import lsys
+
         import triggers
 
         lsys.publish("RECV_SELF_DATA_SERVER", bytes(line))
@@ -147,7 +268,8 @@ class Client:
             log.info("开始检查升级")
             try:
                 started = triggers.request(self._result, fota_opts(self.opts, r), self.start_fn)
-            except Exception as exc:  # a request that cannot even start is reported, not fatal
+            # a request that cannot even start is reported, not fatal
+            except Exception as exc:  # noqa: BLE001
                 log.error("tcp_trigger", "request failed:", exc)
                 self.send({"event": "error", "error": "request", "detail": str(exc)})
                 return

@@ -1,6 +1,7 @@
 """`mpfota bench`: speed and memory figures, measured side by side in one run.
 
-Download figures (virtual board, loopback HTTP, device modules compiled with mpy-cross):
+Delta figures: see docs/delta.md (deltabench.py). Download figures (virtual board, loopback
+HTTP, device modules compiled with mpy-cross):
 
     download.throughput_ratio.<size>  engine / a straight reference loop doing the same work
                                       (HTTP GET, MD5 + SHA-256, sector erase + program,
@@ -139,6 +140,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
     for name, value in download_figures(sizes, args.repeat):
         print(f"{name}: {value}", flush=True)
+    if not args.no_delta:
+        from . import deltabench
+
+        for name, value in deltabench.delta_figures(args.repeat):
+            print(f"{name}: {value}", flush=True)
     return 0
 
 
@@ -152,4 +158,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sizes", default="1MB,16MB", help="download sizes (default: 1MB,16MB)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each loop; best is kept")
+    p.add_argument("--no-delta", action="store_true", help="skip the delta figures")
     p.set_defaults(func=cmd_bench)

@@ -17,7 +17,7 @@ from . import __version__
 from .errors import UserError
 
 # Modules listed first, in this order, in `mpfota --help`; any other tool module follows.
-FIRST = ("board", "image", "deploy", "demo", "bench")
+FIRST = ("board", "image", "deploy", "demo", "bench", "delta")
 
 
 def tool_modules() -> list[str]:
@@ -29,6 +29,7 @@ EPILOG = """examples:
   mpfota board serve --flash /tmp/b1           the same board on a pty, for mpremote
   mpfota deploy --port /dev/ttyUSB0            compile device/ with mpy-cross and copy it
   mpfota demo                                  a full update on the virtual board
+  mpfota serve --data /srv/fota                the reference third-party update server
 """
 
 

@@ -139,15 +139,20 @@ def raw_streams(old: bytes, new: bytes) -> tuple[list[bytes], int]:
     return [encode_ctrl(triples), runs, nonzero, extra], len(triples)
 
 
-def assemble(raws: list[bytes], triples: int, old: bytes, new: bytes,
-             max_wbits: int = DEFAULT_MAX_WBITS) -> bytes:
+def assemble(
+    raws: list[bytes], triples: int, old: bytes, new: bytes, max_wbits: int = DEFAULT_MAX_WBITS
+) -> bytes:
     """Header + compressed streams for the raw streams [ctrl, runs, diff, extra] (no check)."""
     f = fmt()
     streams = [compress(raw, max_wbits) for raw in raws]
     body = b"".join(p for _, p in streams)
     header = f.Header(
-        len(old), hashlib.sha256(old).digest(), len(new), hashlib.sha256(new).digest(),
-        triples, zlib.crc32(body),
+        len(old),
+        hashlib.sha256(old).digest(),
+        len(new),
+        hashlib.sha256(new).digest(),
+        triples,
+        zlib.crc32(body),
         [(w, len(p), len(raw)) for (w, p), raw in zip(streams, raws, strict=True)],
     )
     return f.pack_header(header) + body
@@ -165,8 +170,9 @@ def reseal(data: bytes) -> bytes:
     return bytes(out)
 
 
-def make_patch(old: bytes, new: bytes, max_wbits: int = DEFAULT_MAX_WBITS,
-               progress: Progress | None = None) -> Patch:
+def make_patch(
+    old: bytes, new: bytes, max_wbits: int = DEFAULT_MAX_WBITS, progress: Progress | None = None
+) -> Patch:
     """The patch rebuilding `new` from `old`, checked by applying it."""
     f = fmt()
     if not old or not new:
@@ -225,8 +231,9 @@ class SectorOut:
             raise ValueError("wrote past the end")
 
 
-def apply_patch(old: bytes, data: bytes, progress: Progress | None = None,
-                check_base: bool = True) -> bytes:
+def apply_patch(
+    old: bytes, data: bytes, progress: Progress | None = None, check_base: bool = True
+) -> bytes:
     """Rebuild the new image from `old` and patch `data`; fmt().PatchError when it is bad.
 
     Performs the device's checks in the same order (header, size, body CRC, base digest,
@@ -237,8 +244,9 @@ def apply_patch(old: bytes, data: bytes, progress: Progress | None = None,
         raise f.PatchError(f"patch is {len(data)} bytes, its header announces {h.total_size}")
     if zlib.crc32(data[f.HEADER_SIZE :]) != h.body_crc:
         raise f.PatchError("body CRC mismatch (corrupt patch)")
-    if check_base and (len(old) < h.from_size
-                       or hashlib.sha256(old[: h.from_size]).digest() != h.from_sha256):
+    if check_base and (
+        len(old) < h.from_size or hashlib.sha256(old[: h.from_size]).digest() != h.from_sha256
+    ):
         raise f.PatchError("made for another base image")
     readers = []
     for i, name in enumerate(f.STREAM_NAMES):
@@ -300,6 +308,7 @@ def cmd_delta(args: argparse.Namespace) -> int:
         )
     print(f"OLD {args.old}: {old_kind}, {len(old)} bytes", file=sys.stderr)
     print(f"NEW {args.new}: {new_kind}, {len(new)} bytes", file=sys.stderr)
+    print("delta: matching (bsdiff) and compressing ...", file=sys.stderr, flush=True)
     progress = Progress("delta: checking", len(new))
     try:
         patch = make_patch(old, new, args.wbits, progress)
@@ -325,7 +334,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("new", metavar="NEW", help="the image to update to")
     p.add_argument("-o", "--output", required=True, metavar="PATCH", help="patch file to write")
     p.add_argument(
-        "--wbits", type=int, default=DEFAULT_MAX_WBITS, metavar="N",
+        "--wbits",
+        type=int,
+        default=DEFAULT_MAX_WBITS,
+        metavar="N",
         help=f"largest DEFLATE window, 2**N bytes per stream on the device (9..15, default "
         f"{DEFAULT_MAX_WBITS})",
     )

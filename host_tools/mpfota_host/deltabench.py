@@ -93,9 +93,12 @@ class DeviceRunner:
         compile_tree(paths.BOARDS / "unix", mpy / "unix")
         self.script = work / "deltabench_dev.py"
         self.script.write_text(DEVICE_SCRIPT)
-        self.env = dict(os.environ, MPFOTA_FROZEN="0", MPFOTA_FLASH=str(board),
-                        MICROPYPATH=":".join([str(mpy / "unix"), str(mpy / "device"),
-                                              ".frozen"]))
+        self.env = dict(
+            os.environ,
+            MPFOTA_FROZEN="0",
+            MPFOTA_FLASH=str(board),
+            MICROPYPATH=":".join([str(mpy / "unix"), str(mpy / "device"), ".frozen"]),
+        )
 
     def run(self, *args: str, heap_kb: int | None = None) -> int | None:
         """Elapsed ms, or None when the run did not complete."""
@@ -103,7 +106,9 @@ class DeviceRunner:
         if heap_kb:
             cmd += ["-X", f"heapsize={heap_kb}K"]
         cmd += [str(self.script), *args]
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, timeout=300, check=False
+        )
         if proc.returncode != 0:
             return None
         for line in proc.stdout.splitlines():

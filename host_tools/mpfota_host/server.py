@@ -106,7 +106,7 @@ def parse_check(query: str) -> Check:
 @dataclass(frozen=True)
 class DeviceVersion:
     core: str  # canonical core version ("2012", "17", "1.0.0")
-    script: str  # the script version A.B.C, as version.newer compares it
+    script: str  # the script version A.B.C, as version.is_upgrade compares it
 
 
 def device_version(check: Check) -> DeviceVersion:

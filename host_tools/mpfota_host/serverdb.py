@@ -195,6 +195,8 @@ class Store:
         core = canonical_core(core) if core else None
         meta: tuple = (None, None, None, None)
         if file is not None:
+            if os.path.getsize(file) == 0:
+                raise ValueError(f"{file}: empty (a device takes an empty 200 for a failure)")
             meta = self.add_file(file)
         with self.tx() as db:
             row = db.execute("SELECT id, core FROM releases WHERE project=? AND firmware=? "

@@ -34,7 +34,7 @@ def _capture():
 
 
 def _logged(lines, text):
-    for mark, tag, args in lines:
+    for _mark, tag, args in lines:
         if text in tag or any(text in str(a) for a in args):
             return True
     return False
@@ -319,8 +319,10 @@ def fota_cb(ret):
     elif ret == 4:
         log.error("FOTA 失败",
                   "原因可能有:\n"
-                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— 通常是升级包文件缺失或 URL 指向空文件;\n"
-                  "2) 服务器返回 4xx/5xx 等异常状态码 —— 请确认升级包已上传、URL 正确、鉴权信息有效;\n"
+                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— "
+                  "通常是升级包文件缺失或 URL 指向空文件;\n"
+                  "2) 服务器返回 4xx/5xx 等异常状态码 —— "
+                  "请确认升级包已上传、URL 正确、鉴权信息有效;\n"
                   "3) 已经是最新版本,无需升级")
     elif ret == 5:
         log.info("版本号书写错误", "iot平台版本号需要使用xxx.yyy.zzz形式")

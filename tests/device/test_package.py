@@ -188,7 +188,8 @@ async def test_core_and_scripts_together_then_confirmed(vboard, package_kit):
     assert board.core_version() == "2.0.0"
     assert 'VERSION = "001.000.001"' in _read("/main.py")
     confirm.confirm()
-    assert scripts.confirm()
+    scripts.confirm()  # (once confirm.confirm() confirms the scripts too, this is a no-op)
+    assert scripts.status() == "valid"
     _next_boot()
     assert board.core_version() == "2.0.0"
     assert 'VERSION = "001.000.001"' in _read("/main.py")

@@ -86,11 +86,13 @@ async def test_timer_loop_reuses_the_url_it_built(vboard, luatos_server):
         got.append((ret, opts["url"]))
         if len(got) == 3:
             lsys.timerStop(libfota2.request, cb, opts)
+            lsys.stop()
 
     lsys.timerLoopStart(libfota2.request, 150, cb, opts)
     lsys.timerStart(lsys.stop, 20000)
     await lsys.arun()
     assert [r for r, _ in got] == [4, 4, 4]
+    assert not lsys.timerIsActive(libfota2.request, cb, opts)
     assert got[0][1] == got[1][1] == got[2][1] == opts["url"]
     assert opts["url"].count("project_key=") == 1
     seen = await _recorded(luatos_server, "loop")
@@ -144,7 +146,7 @@ async def test_every_backs_off_after_failures_up_to_the_period(vboard, luatos_se
 async def test_every_honours_retry_after_on_503(vboard, luatos_server):
     vb.boot()
     # First answer: 503 with Retry-After: 1; then "no update" (404).
-    url = "###" + luatos_server["base"] + "/t/ra/after/ra/1/status/404?status=503&retry=1"
+    url = "###" + luatos_server["base"] + "/t/ra/after/ra/1/status/404?a_status=503&a_retry=1"
     got, p = await _every(url, 3, period_ms=300, jitter=0.1, retry_ms=50, first_ms=0)
     assert [r for r, _, _ in got] == [4, 4, 4]
     _within(got[1][2], 1000, 1100)  # not the 50 ms backoff: the server asked for 1 s

@@ -35,10 +35,10 @@ def test_vpin_reads_the_host_file_and_its_idle_level(vboard):
     assert k.value() == 1
     # An output drives the file the host reads.
     led = vpin.Pin("LED", vpin.Pin.OUT, value=1)
-    with d.open("/LED") as f:
+    with d.open("/LED", "r") as f:
         assert f.read() == "1"
     led.off()
-    with d.open("/LED") as f:
+    with d.open("/LED", "r") as f:
         assert f.read() == "0"
     assert led.value() == 0
     for bad in ("../flash.bin", "a/b", "", "x" * 33):
@@ -111,15 +111,15 @@ async def test_short_press_does_nothing_long_hold_acts_once(vboard):
     from triggers import key
 
     fired = []
-    k = key.watch("KEY", ms=300, action=lambda: fired.append(1))
+    k = key.watch("KEY", ms=400, action=lambda: fired.append(1))
     await asyncio.sleep_ms(100)
-    await _hold("KEY", 150)  # shorter than 300 ms
+    await _hold("KEY", 150)  # shorter than 400 ms
     await asyncio.sleep_ms(500)
     assert fired == []
     await _hold("KEY", 200)
     await asyncio.sleep_ms(500)
     assert fired == []
-    await _hold("KEY", 450)  # held past 300 ms: once, while still held
+    await _hold("KEY", 700)  # held past 400 ms: once, while still held
     assert fired == [1]
     await asyncio.sleep_ms(500)  # the release is not an event
     assert fired == [1] and k.presses == 1
@@ -132,7 +132,6 @@ async def test_three_second_hold_starts_the_update(vboard, update_server):
     vb.boot()
     import asyncio
 
-    import lsys
     import triggers
     import vpartition
     from triggers import key
@@ -146,10 +145,9 @@ async def test_three_second_hold_starts_the_update(vboard, update_server):
     await _hold(0, 2500)  # 2.5 s: not long enough
     await asyncio.sleep_ms(300)
     assert results == [] and not triggers.busy() and k.presses == 0
-    assert vpartition.boot_record()[1] != "new"
+    assert vpartition.boot_record() is None  # nothing written: otadata still blank
     await _hold(0, 3300)  # held 3 s: the check starts (still held at that moment)
     assert k.presses == 1
-    ok = await lsys.waitUntil("never", 0)  # yield once
     for _ in range(100):
         if results:
             break
@@ -157,4 +155,3 @@ async def test_three_second_hold_starts_the_update(vboard, update_server):
     assert results == [0], results
     assert vpartition.boot_record() == (1, "new")  # downloaded, verified, switched
     k.stop()
-    assert ok == (False,)

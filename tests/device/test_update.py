@@ -59,6 +59,13 @@ def _header(req, name):
     return None
 
 
+async def _settle():
+    # Let the lsys dispatcher deliver what was published just before the loop stopped.
+    import asyncio
+
+    await asyncio.sleep_ms(50)
+
+
 def _ident():
     import board
 
@@ -76,6 +83,7 @@ async def test_url_format_range_events_and_cb_true(vboard, luatos_server):
     base = luatos_server["base"] + "/t/u1/fw/core-2.0.0"
     update.request(cb, base)
     await lsys.arun()
+    await _settle()
     assert got == [True]
     assert ev == [("BEGIN",), ("END", True)]
     assert vpartition.boot_record() == (1, "new")
@@ -145,6 +153,7 @@ async def test_30_failures_give_cb_false(vboard, luatos_server):
     cb = _cb(got)
     update.request(cb, luatos_server["base"] + "/t/u5/close-early")
     await lsys.arun()
+    await _settle()
     assert got == [False]
     assert len(await _recorded(luatos_server, "u5")) == 30
     assert ev == [], "no data ever came: no BEGIN, no END"
@@ -161,8 +170,9 @@ async def test_resume_with_range_after_a_cut(vboard, luatos_server):
     got = []
     cb = _cb(got)
     first = "/truncate/core-2.0.0%3Fat%3D36000"
-    update.request(cb, luatos_server["base"] + "/t/u6/after/u6/1/blob/core-2.0.0?first=" + first)
+    update.request(cb, luatos_server["base"] + "/t/u6/after/u6/1/blob/core-2.0.0?a_path=" + first)
     await lsys.arun()
+    await _settle()
     assert got == [True]
     assert ev == [("BEGIN",), ("END", True)]
     seen = await _recorded(luatos_server, "u6")
@@ -180,6 +190,7 @@ async def test_a_package_the_board_refuses_is_cb_false(vboard, luatos_server):
     cb = _cb(got)
     update.request(cb, luatos_server["base"] + "/t/u11/blob/not-an-image")
     await lsys.arun()
+    await _settle()
     assert got == [False]
     assert ev == [("BEGIN",), ("END", False)]
     assert len(await _recorded(luatos_server, "u11")) == 1, "a refused package is not fetched again"
@@ -257,3 +268,18 @@ def test_answer_parsing():
                                                                      "_RDA8910_TTS_FLOAT")
     assert update.luat_core("V2012", "Air780EHV-1.8V") == ("LuatOS-SoC", 2012, "_Air780EHV")
     assert update.luat_core("V", "x") is None
+
+
+async def test_board_without_imei_sends_its_mac(wifi_board, luatos_server):
+    update = _setup()
+    import lsys
+
+    got = []
+    cb = _cb(got)
+    update.request(cb, luatos_server["base"] + "/t/u12/status/404")
+    await lsys.arun()
+    assert got == [False]
+    seen = await _recorded(luatos_server, "u12")
+    assert seen[0]["target"] == (
+        "/t/u12/status/404?project_key=PK9&imei=C8C2C6906511"
+        "&firmware_name=LUAT_DEMO_LuatOS-SoC_Air8101&core_version=1005&dfota=1&version=1.0.1")

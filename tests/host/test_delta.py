@@ -12,12 +12,12 @@ import pytest
 from fixtures_delta import BAD, CORPUS, CORPUS_NEW, CORPUS_OLD, damaged, small_bodies
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from mpfota_host import cli, delta, image
 
 F = delta.fmt()
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def roundtrip(old: bytes, new: bytes) -> bytes:
@@ -54,8 +54,10 @@ def test_round_trips(case):
         "grow": (base[:3000], base[:3000] * 5 + b"tail"),
         "shrink": (base, base[5000:6000]),
         # nonzero diff runs longer than 3 bytes (the escape in the runs stream)
-        "long_changes": (base, bytes(b ^ 0x55 if 100 <= i % 1000 < 140 else b
-                                     for i, b in enumerate(base))),
+        "long_changes": (
+            base,
+            bytes(b ^ 0x55 if 100 <= i % 1000 < 140 else b for i, b in enumerate(base)),
+        ),
         "zeros": (bytes(30_000), bytes(10_000) + b"\x01" * 7 + bytes(20_000)),
     }[case]
     roundtrip(old, new)
@@ -95,13 +97,24 @@ def test_cli_makes_a_checked_patch(tmp_path, capsys):
     (tmp_path / "a.img").write_bytes(image.make_image(old, "1.0.0"))
     (tmp_path / "b.img").write_bytes(image.make_image(new, "2.0.0"))
     out = tmp_path / "p.bin"
-    assert cli.main(["delta", str(tmp_path / "a.img"), str(tmp_path / "b.img"), "-o",
-                     str(out), "--wbits", "10"]) == 0
+    assert (
+        cli.main(
+            [
+                "delta",
+                str(tmp_path / "a.img"),
+                str(tmp_path / "b.img"),
+                "-o",
+                str(out),
+                "--wbits",
+                "10",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr()
     assert "core image 1.0.0" in text.err and "triples" in text.out
     data = out.read_bytes()
-    assert delta.apply_patch(image.make_image(old, "1.0.0"), data) == image.make_image(new,
-                                                                                      "2.0.0")
+    assert delta.apply_patch(image.make_image(old, "1.0.0"), data) == image.make_image(new, "2.0.0")
 
 
 @pytest.mark.parametrize(
@@ -162,8 +175,11 @@ def small():
 @FUZZ
 @given(st.binary(max_size=400))
 def test_fuzz_garbage_is_refused(blob):
-    for data in (blob, F.MAGIC + blob, delta.reseal(F.MAGIC + b"\x01\x04" + blob)
-                 if len(blob) >= F.HEADER_SIZE else blob):
+    for data in (
+        blob,
+        F.MAGIC + blob,
+        delta.reseal(F.MAGIC + b"\x01\x04" + blob) if len(blob) >= F.HEADER_SIZE else blob,
+    ):
         with pytest.raises(F.PatchError):
             F.parse_header(data) if len(data) < F.HEADER_SIZE else delta.apply_patch(b"x", data)
 
@@ -196,8 +212,12 @@ def test_fuzz_structured_streams(data):
     # Well-formed streams with arbitrary content, mostly consistent with each other so that
     # the apply loop runs deep: every count, seek and run is still checked.
     old = bytes(range(256)) * 16
-    triples = data.draw(st.lists(st.tuples(st.integers(0, 600), st.integers(0, 600),
-                                           st.integers(-3000, 3000)), max_size=8))
+    triples = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, 600), st.integers(0, 600), st.integers(-3000, 3000)),
+            max_size=8,
+        )
+    )
     total_x = sum(t[0] for t in triples)
     total_y = sum(t[1] for t in triples)
     fuzz = st.integers(-3, 3) if data.draw(st.booleans()) else st.just(0)
@@ -206,8 +226,9 @@ def test_fuzz_structured_streams(data):
     extra = data.draw(st.binary(min_size=n_extra, max_size=n_extra))
     runs = bytearray()
     nonzero = bytearray()
-    for zeros, n in data.draw(st.lists(st.tuples(st.integers(0, 400), st.integers(1, 6)),
-                                       max_size=10)):
+    for zeros, n in data.draw(
+        st.lists(st.tuples(st.integers(0, 400), st.integers(1, 6)), max_size=10)
+    ):
         delta.put_varint(zeros << 2 | n if n <= 3 else zeros << 2, runs)
         if n > 3:
             delta.put_varint(n - 4, runs)
@@ -219,8 +240,12 @@ def test_fuzz_structured_streams(data):
 
 
 @FUZZ
-@given(st.binary(min_size=1, max_size=2000), st.lists(
-    st.tuples(st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=40)), max_size=6))
+@given(
+    st.binary(min_size=1, max_size=2000),
+    st.lists(
+        st.tuples(st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=40)), max_size=6
+    ),
+)
 def test_fuzz_round_trip(old, edits):
     new = bytearray(old)
     for at, cut, insert in edits:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import base64
 
-from sweep import Sweep
-
+import pytest
 from mpfota_host import vboard
+from sweep import Sweep
 
 UPDATE_APP = """
 import board
@@ -32,8 +32,10 @@ with open("/main.py", "w") as f:
 """
 
 
-def test_power_cut_at_every_flash_operation_of_a_delta_update(delta_small, delta_small_board,
-                                                                tmp_path):
+@pytest.mark.slow
+def test_power_cut_at_every_flash_operation_of_a_delta_update(
+    delta_small, delta_small_board, tmp_path
+):
     seed = tmp_path / "seed.py"
     patch = base64.b64encode(delta_small.patch.data).decode()
     seed.write_text(f"PATCH = {patch!r}\nUPDATE_APP = {UPDATE_APP!r}\n" + SEED_APP)

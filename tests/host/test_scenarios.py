@@ -8,7 +8,6 @@ import re
 import time
 
 import pytest
-
 from mpfota_host import cli, scenarios, vboard
 from mpfota_host.errors import UserError
 

@@ -4,6 +4,7 @@ clean shutdown, the command line, and the bounded load test."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -224,6 +225,10 @@ def test_cli_admin(tmp_path, capsys):
     code, _, err = run("publish", "--project", P, "--firmware", FW, "--version", "1.0.0",
                        str(tmp_path / "missing.bin"))
     assert code == 2 and "no such file" in err
+    (tmp_path / "empty.bin").write_bytes(b"")
+    code, _, err = run("publish", "--project", P, "--firmware", FW, "--version", "1.0.0",
+                       str(tmp_path / "empty.bin"))
+    assert code == 2 and "empty" in err
     assert run("devices")[1] == "no devices seen\n"
     assert run("ban", IMEI)[0] == 0
     code, out, _ = run("allow", "--project", P, IMEI)
@@ -245,6 +250,9 @@ def test_cli_devices_after_traffic(srv, blob, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"{IMEI} project={P} fw={FW} v=2012.001.001 ")
     assert "code=27 requests=2 offers_today=1" in out
+    assert cli.main(["server", "devices", "--data", str(srv.store.dir), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert (rec["id"], rec["last_code"], rec["ban"], rec["addr"]) == (IMEI, 27, None, "127.0.0.1")
 
 
 def test_serve_command_runs_and_stops_on_sigterm(tmp_path):

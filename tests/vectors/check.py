@@ -7,14 +7,22 @@ MicroPython (tests/device/test_libfota2.py imports it). The schema is in README.
 import json
 import sys
 
-FILES = ("boards", "version", "firmware_name", "device_query", "result_codes", "iot_codes",
-         "libfota2_url", "update_url")
+FILES = (
+    "boards",
+    "version",
+    "firmware_name",
+    "device_query",
+    "result_codes",
+    "iot_codes",
+    "libfota2_url",
+    "update_url",
+)
 
 
 def load(directory):
     out = {}
     for name in FILES:
-        with open(directory + "/" + name + ".json") as f:
+        with open(f"{directory}/{name}.json") as f:
             out[name] = json.load(f)
     return out
 
@@ -27,32 +35,49 @@ def _uid(hexstr):
 
 def device(board):
     """A boards.json entry as libfota2.prepare() takes it (uid as bytes)."""
-    return {"core_version": board["core_version"], "bsp": board["bsp"], "imei": board["imei"],
-            "mac": board["mac"], "unique_id": _uid(board["uid"])}
+    return {
+        "core_version": board["core_version"],
+        "bsp": board["bsp"],
+        "imei": board["imei"],
+        "mac": board["mac"],
+        "unique_id": _uid(board["uid"]),
+    }
 
 
 def _same(fails, what, got, want):
     if got != want:
-        fails.append("%s: got %r, want %r" % (what, got, want))
+        fails.append(f"{what}: got {got!r}, want {want!r}")
 
 
 def check_pure(v, fails):
     import libfota2 as lf
 
     for c in v["version"]:
-        _same(fails, "version %r %r" % (c["core_version"], c["VERSION"]),
-              lf.derive_version(c["core_version"], c["VERSION"]), c["expect"])
+        _same(
+            fails,
+            f"version {c['core_version']!r} {c['VERSION']!r}",
+            lf.derive_version(c["core_version"], c["VERSION"]),
+            c["expect"],
+        )
     for c in v["firmware_name"]:
-        _same(fails, "firmware_name %r" % c["bsp"], lf.firmware_name(c["PROJECT"], c["bsp"]),
-              c["expect"])
+        _same(
+            fails,
+            f"firmware_name {c['bsp']!r}",
+            lf.firmware_name(c["PROJECT"], c["bsp"]),
+            c["expect"],
+        )
     for c in v["device_query"]:
-        _same(fails, "device_query %r" % c,
-              lf.device_query(c["imei"], c["mac"], _uid(c["uid"])), c["expect"])
+        _same(
+            fails,
+            f"device_query {c!r}",
+            lf.device_query(c["imei"], c["mac"], _uid(c["uid"])),
+            c["expect"],
+        )
     for c in v["result_codes"]:
         got = lf.result_code(c.get("status"), c.get("size", 0), c.get("error"))
-        _same(fails, "result_code %r" % c, got, c["expect"])
+        _same(fails, f"result_code {c!r}", got, c["expect"])
     for c in v["iot_codes"]:
-        _same(fails, "iot_code %r" % c["body"], lf.iot_code(c["body"]), c["expect"])
+        _same(fails, f"iot_code {c['body']!r}", lf.iot_code(c["body"]), c["expect"])
 
 
 def run_url_case(c, boards):
@@ -92,8 +117,9 @@ def check_update(v, fails):
 
     for c in v["update_url"]:
         try:
-            got = update.build_url(c["url"], c["globals"], c["imei"], c["core_version"],
-                                   c["bsp"], c["redir"])
+            got = update.build_url(
+                c["url"], c["globals"], c["imei"], c["core_version"], c["bsp"], c["redir"]
+            )
         except update.ConfigError:
             got = None
         _same(fails, "update " + c["name"], got, c["expect"])
@@ -113,7 +139,7 @@ def main():
     fails = run_all(load(here))
     for f in fails:
         print("FAIL", f)
-    print("%d mismatches" % len(fails))
+    print(f"{len(fails)} mismatches")
     return 1 if fails else 0
 
 

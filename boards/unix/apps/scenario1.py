@@ -21,7 +21,17 @@ PRODUCT_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 FOTA_URL = "http://192.168.1.5:8080/upgrade?"  # `mpfota serve` on a machine of the LAN
 RUN_FOR_MS = 0  # 0: run for ever, as a device does; the host demo ends a boot this long after
 #                 the answer of its first check
+WIFI_SSID = ""  # ESP32: the Wi-Fi network to join; "" when the network needs no set-up
+WIFI_PASSWORD = ""
 # ---- settings: end ----
+
+# netdrv_wifi (seed §6.1, the network card): join Wi-Fi; lnet reports "WIFI" up once connected.
+if WIFI_SSID:
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    wlan.connect(WIFI_SSID, WIFI_PASSWORD)
 
 sys.PROJECT = PROJECT
 sys.VERSION = VERSION
@@ -57,8 +67,10 @@ def fota_cb(ret):
     elif ret == 4:
         log.error("FOTA 失败",
                   "原因可能有:\n"
-                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— 通常是升级包文件缺失或 URL 指向空文件;\n"
-                  "2) 服务器返回 4xx/5xx 等异常状态码 —— 请确认升级包已上传、URL 正确、鉴权信息有效;\n"
+                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— "
+                  "通常是升级包文件缺失或 URL 指向空文件;\n"
+                  "2) 服务器返回 4xx/5xx 等异常状态码 —— "
+                  "请确认升级包已上传、URL 正确、鉴权信息有效;\n"
                   "3) 已经是最新版本,无需升级")
     elif ret == 5:
         log.info("版本号书写错误", "iot平台版本号需要使用xxx.yyy.zzz形式")
@@ -68,8 +80,8 @@ def fota_cb(ret):
         sys.timerStart(sys.stop, RUN_FOR_MS)
 
 
-# 使用第三方服务器, 配置 opts 参数 (all optional, see docs/scenarios.md): without "###" in front
-# of the url, libfota2 appends imei, project_key, firmware_name and version, which
+# 使用第三方服务器, 配置 opts 参数 (all optional, docs/scenarios.md): without "###" in
+# front of the url, libfota2 appends imei, project_key, firmware_name and version, which
 # `mpfota serve` needs to decide; with "###" the url is requested as it is.
 opts = {
     "url": FOTA_URL,

@@ -24,7 +24,17 @@ PRODUCT_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 SERVER_ADDR = "112.125.89.8"  # the TCP server (e.g. one opened on netlab.luatos.com)
 SERVER_PORT = 45678
 RUN_FOR_MS = 0  # 0: run for ever, as a device does; the host demo ends each boot after this
+WIFI_SSID = ""  # ESP32: the Wi-Fi network to join; "" when the network needs no set-up
+WIFI_PASSWORD = ""
 # ---- settings: end ----
+
+# netdrv_wifi (seed §6.1, the network card): join Wi-Fi; lnet reports "WIFI" up once connected.
+if WIFI_SSID:
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    wlan.connect(WIFI_SSID, WIFI_PASSWORD)
 
 sys.PROJECT = PROJECT
 sys.VERSION = VERSION
@@ -61,8 +71,10 @@ def fota_cb(ret):
     elif ret == 4:
         log.error("FOTA 失败",
                   "原因可能有:\n"
-                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— 通常是升级包文件缺失或 URL 指向空文件;\n"
-                  "2) 服务器返回 4xx/5xx 等异常状态码 —— 请确认升级包已上传、URL 正确、鉴权信息有效;\n"
+                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— "
+                  "通常是升级包文件缺失或 URL 指向空文件;\n"
+                  "2) 服务器返回 4xx/5xx 等异常状态码 —— "
+                  "请确认升级包已上传、URL 正确、鉴权信息有效;\n"
                   "3) 已经是最新版本,无需升级")
     elif ret == 5:
         log.info("版本号书写错误", "iot平台版本号需要使用xxx.yyy.zzz形式")
@@ -70,8 +82,8 @@ def fota_cb(ret):
         log.info("不是上面几种情况 ret为", ret)
 
 
-# 使用第三方服务器, 配置 opts 参数; the command's url (and version, if it has one) is set on a
-# copy of these for each command.
+# 使用第三方服务器, 配置 opts 参数; the command's url (and its version, if any) is set
+# on a copy of these for each command.
 opts = {}
 
 

@@ -23,7 +23,17 @@ PRODUCT_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 FOTA_URL = "http://192.168.1.5:8080/upgrade?"  # `mpfota serve` on a machine of the LAN
 FOTA_WAIT_MS = 15000  # longest wait for "FOTA_END" before sleeping
 WAKE_MS = 4 * 3600000  # 定时检查升级 (每4小时唤醒一次)
+WIFI_SSID = ""  # ESP32: the Wi-Fi network to join; "" when the network needs no set-up
+WIFI_PASSWORD = ""
 # ---- settings: end ----
+
+# netdrv_wifi (seed §6.1, the network card): join Wi-Fi; lnet reports "WIFI" up once connected.
+if WIFI_SSID:
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    wlan.connect(WIFI_SSID, WIFI_PASSWORD)
 
 sys.PROJECT = PROJECT
 sys.VERSION = VERSION
@@ -53,8 +63,10 @@ def fota_cb(ret):
     elif ret == 4:
         log.error("FOTA 失败",
                   "原因可能有:\n"
-                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— 通常是升级包文件缺失或 URL 指向空文件;\n"
-                  "2) 服务器返回 4xx/5xx 等异常状态码 —— 请确认升级包已上传、URL 正确、鉴权信息有效;\n"
+                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— "
+                  "通常是升级包文件缺失或 URL 指向空文件;\n"
+                  "2) 服务器返回 4xx/5xx 等异常状态码 —— "
+                  "请确认升级包已上传、URL 正确、鉴权信息有效;\n"
                   "3) 已经是最新版本,无需升级")
     elif ret == 5:
         log.info("版本号书写错误", "iot平台版本号需要使用xxx.yyy.zzz形式")

@@ -1,0 +1,27 @@
+"""The delta benchmark yields every figure `make bench` prints, from one run (values are
+reported, not judged, except that the patch must stay smaller than bsdiff4's and detools')."""
+
+from __future__ import annotations
+
+import pytest
+from fixtures_delta import corpus_images
+from mpfota_host import deltabench
+
+
+@pytest.mark.slow
+def test_delta_figures():
+    corpus_images()  # skips when the corpus is not there
+    figures = dict(deltabench.delta_figures(repeat=1))
+    for name in (
+        "delta.patch_bytes",
+        "delta.bsdiff4_bytes",
+        "delta.detools_bytes",
+        "delta.apply_throughput_ratio",
+        "delta.min_heap_kb",
+        "delta.baseline_heap_kb",
+        "delta.working_heap_kb",
+    ):
+        assert float(figures[name]) > 0, (name, figures)
+    assert int(figures["delta.patch_bytes"]) < int(figures["delta.detools_bytes"])
+    assert int(figures["delta.patch_bytes"]) < int(figures["delta.bsdiff4_bytes"])
+    assert int(figures["delta.min_heap_kb"]) > int(figures["delta.baseline_heap_kb"])
