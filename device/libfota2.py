@@ -395,7 +395,7 @@ async def _check(opts):
         out.error = http.ERR_STATE
     else:
         out.status, out.size, out.body = r.status, r.size, r.body
-        out.retry_after = getattr(r, "retry_after", None)
+        out.retry_after = r.retry_after
     out.code = result_code(out.status, out.size, out.error)
     if out.code == RECEIVE_ERROR:
         _explain(out, url)

@@ -298,7 +298,7 @@ async def _check():
             lsys.publish(END, True)
             await _done(True)
             return
-        loc = getattr(r, "location", None)
+        loc = r.location
         if 300 <= status < 400 and loc:
             redirects += 1
             if redirects > MAX_REDIRECTS:
@@ -332,24 +332,9 @@ async def _check():
 
 
 async def _fetch(url, progress):
-    # download.fetch with Range on every request and redirects left to us; an engine without
-    # those options gets the Range header by hand (and follows redirects itself).
+    # Range on every request (Luat sends "bytes=0-" too) and 3xx left to us (we keep Location).
     from mpfota import download
 
-    kw = {"timeout_ms": TIMEOUT_MS, "retries": 0, "progress": progress,
-          "checkpoint": CHECKPOINT}
-    try:
-        coro = download.fetch(url, range_always=True, follow_redirects=False, **kw)
-    except TypeError:
-        coro = download.fetch(url, headers=_range_header(url), **kw)
-    return await coro
-
-
-def _range_header(url):
-    # "Range: bytes=0-" unless the engine will resume this URL (then it sends its own Range).
-    from mpfota import state
-
-    rec = state.load("download")
-    if rec and rec.get("url") == url and rec.get("offset"):
-        return None
-    return {"Range": "bytes=0-"}
+    return await download.fetch(url, timeout_ms=TIMEOUT_MS, retries=0, progress=progress,
+                                checkpoint=CHECKPOINT, range_always=True,
+                                follow_redirects=False)

@@ -18,10 +18,12 @@ _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
 class Result:
     # status: the HTTP status; size: bytes written into the slot (0 when there was no update);
     # body: the start of a non-2xx answer (for the caller's log), else None.
-    def __init__(self, status, size=0, body=None):
+    def __init__(self, status, size=0, body=None, location=None, retry_after=None):
         self.status = status
         self.size = size
         self.body = body
+        self.location = location  # Location of an unfollowed 3xx
+        self.retry_after = retry_after  # Retry-After: int seconds or the HTTP-date string
 
 
 def _resume_point(upd, url):
@@ -41,36 +43,45 @@ def _checkpoint(upd, url, validator, length):
                          "crc": w.crc, "validator": validator, "length": length})
 
 
-async def fetch(url, md5=None, sha256=None, length=None, method="GET", headers=None, body=None,
-                server_cert=None, client_cert=None, client_key=None, client_password=None,
-                timeout_ms=600000, retries=3, progress=None, version=None, switch=True,
-                checkpoint=CHECKPOINT):
+async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retries=3,
+                progress=None, version=None, switch=True, checkpoint=CHECKPOINT,
+                range_always=False, method="GET", **request):
     """Download `url` into the spare slot; verify; switch the boot slot when `switch`.
 
-    Progress is saved every `checkpoint` bytes (a multiple of 4096) for resuming.
+    `request` goes to mpfota.http.request (headers, body, server_cert, client_cert,
+    client_key, client_password, follow_redirects, ...). Progress is saved every `checkpoint`
+    bytes (a multiple of 4096) for resuming; `range_always` sends a Range header even from 0.
     Returns a Result. A non-2xx answer is not an error (Result.status says what it was);
     transport failures raise http.HTTPError and bad updates raise FotaError (code -9); both
     are logged with their cause, and nothing is switched."""
     try:
-        return await _fetch(url, md5, sha256, length, method, headers, body, server_cert,
-                            client_cert, client_key, client_password, timeout_ms, retries,
-                            progress, version, switch, checkpoint)
+        upd = Update()
+        got = await _receive(upd, method, url, length, timeout_ms, retries, progress,
+                             checkpoint, range_always, request)
+        if isinstance(got, Result):
+            return got
+        try:
+            upd.verify(length if length is not None else got, md5, sha256)
+        finally:
+            state.clear(_RECORD)  # verified, or wrong: either way the next attempt is new
+        if switch:
+            upd.switch(version)
+        return Result(200, upd.writer.flushed)
     except (http.HTTPError, FotaError, OSError) as e:
         log.error("fota", "download of", url, "failed:", e)
         raise
 
 
-async def _fetch(url, md5, sha256, length, method, headers, body, server_cert, client_cert,
-                 client_key, client_password, timeout_ms, retries, progress, version, switch,
-                 checkpoint):
+async def _receive(upd, method, url, length, timeout_ms, retries, progress, checkpoint,
+                   range_always, request):
+    # The body into the slot, resuming after drops; returns its size, or the Result of a
+    # non-2xx answer.
     import time
 
-    upd = Update()
     w = upd.writer
     hbuf = bytearray(1024)
     deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
     offset, validator = _resume_point(upd, url)
-    total = None
     attempt = 0
     while True:
         remaining = time.ticks_diff(deadline, time.ticks_ms())
@@ -78,18 +89,15 @@ async def _fetch(url, md5, sha256, length, method, headers, body, server_cert, c
             raise http.HTTPError(http.ERR_TIMEOUT, "download deadline passed")
         try:
             resp = await http.request(
-                method, url, hbuf, headers=headers, body=body,
-                range_start=offset or None, if_range=validator if offset else None,
-                server_cert=server_cert, client_cert=client_cert, client_key=client_key,
-                client_password=client_password, deadline_ms=remaining)
+                method, url, hbuf, range_start=offset if offset or range_always else None,
+                if_range=validator if offset else None, deadline_ms=remaining, **request)
             try:
                 if resp.status not in (200, 206):
                     text = (await resp.read(512)).decode("utf-8", "replace")
-                    return Result(resp.status, 0, text)
-                total = await _take(resp, upd, url, offset, length, progress, checkpoint)
+                    return Result(resp.status, 0, text, resp.location, resp.retry_after)
+                return await _take(resp, upd, url, offset, length, progress, checkpoint)
             finally:
                 await resp.aclose()
-            break
         except http.HTTPError as e:
             attempt += 1
             if e.code not in _RETRYABLE or attempt > retries:
@@ -97,15 +105,6 @@ async def _fetch(url, md5, sha256, length, method, headers, body, server_cert, c
             offset = w.drop_partial()
             validator = _validator_of(url)
             log.warn("fota", "download interrupted (%s): retry %d at %d" % (e, attempt, offset))
-    try:
-        upd.verify(length if length is not None else total, md5, sha256)
-    except FotaError:
-        state.clear(_RECORD)  # what is in the slot is wrong: the next attempt starts from 0
-        raise
-    state.clear(_RECORD)
-    if switch:
-        upd.switch(version)
-    return Result(200, w.flushed)
 
 
 def _validator_of(url):

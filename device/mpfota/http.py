@@ -13,7 +13,8 @@
                               connect_timeout_ms=10000,  # TCP connect, TLS handshake, request
                               read_timeout_ms=30000,     # longest wait for any response bytes
                               deadline_ms=600000,        # the whole transaction, redirects too
-                              max_redirects=5)
+                              max_redirects=5,
+                              follow_redirects=True)     # False: a 3xx comes back as is
     resp.status, resp.url (after redirects), resp.redirects (hops followed),
     resp.content_length (None when not announced), resp.content_range ((start, end, total)
     or None; start/end None for "*/total", total None for "/*"), resp.chunked, resp.etag,
@@ -588,7 +589,8 @@ class Response:
 
     # --------------------------------------------------------------- transaction
 
-    async def _run(self, method, url, headers, body, range_start, if_range, tls, max_redirects):
+    async def _run(self, method, url, headers, body, range_start, if_range, tls, max_redirects,
+                   follow_redirects=True):
         seen = []
         while True:
             try:
@@ -610,7 +612,8 @@ class Response:
             if body:
                 await self._send(body)
             await self._read_head(method, range_start)
-            if self.status not in (301, 302, 303, 307, 308) or self.location is None:
+            if (self.status not in (301, 302, 303, 307, 308) or self.location is None
+                    or not follow_redirects):
                 break
             seen.append(url)
             if len(seen) > max_redirects:
@@ -678,6 +681,7 @@ async def request(
     read_timeout_ms=30000,
     deadline_ms=600000,
     max_redirects=5,
+    follow_redirects=True,
 ):
     """Send a request and read the response head; see the module docstring."""
     method = str(method).upper()
@@ -692,7 +696,8 @@ async def request(
     resp = Response(buf, connect_timeout_ms, read_timeout_ms, deadline_ms)
     tls = (server_cert, client_cert, client_key, client_password)
     try:
-        await resp._run(method, url, headers, body, range_start, if_range, tls, max_redirects)
+        await resp._run(method, url, headers, body, range_start, if_range, tls, max_redirects,
+                        follow_redirects)
     except BaseException:
         resp.close()
         raise
