@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mpfota-setup
 PORT  ?=
 APT_PACKAGES := mosquitto nginx openssl
 
-.PHONY: setup demo test bench deploy sweep fuzz clean
+.PHONY: setup demo test bench deploy sweep fuzz lint clean
 
 setup: $(STAMP) apt deps/umqtt/simple.py
 
@@ -40,6 +40,9 @@ bench: setup
 deploy: setup
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 (or the pty printed by 'mpfota board serve')"; exit 2; }
 	$(VENV)/bin/mpfota deploy --port $(PORT)
+
+lint: setup
+	$(VENV)/bin/ruff check --config host_tools/pyproject.toml host_tools tests
 
 clean:
 	rm -rf $(VENV) deps build .pytest_cache

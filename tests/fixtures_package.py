@@ -18,10 +18,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from mpfota_host import image
+from mpfota_host import image, paths
 from mpfota_host import package as pk
-from mpfota_host import paths
 
 PROJECT = "DEMO"
 FIRMWARE = "DEMO_LuatOS-SoC_UNIX_1"

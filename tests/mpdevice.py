@@ -72,7 +72,9 @@ def run_function(
             errors="replace",
         )
     except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        out = exc.stdout or ""
+        if isinstance(out, bytes):
+            out = out.decode(errors="replace")
         raise DeviceFailure(f"{module}.{function} timed out after {timeout}s\n{out}") from None
     finally:
         os.unlink(argfile)

@@ -290,3 +290,10 @@ def net_ip(name):
     if nic is None or not nic.isconnected():
         return None
     return nic.ifconfig()[0]
+
+
+def key(name, pull="up"):
+    # A key on a GPIO (name: a pin number, or "BOOT" for GPIO0), with the pull-up.
+    import keys
+
+    return keys.key(name, pull)

@@ -102,3 +102,10 @@ def net_ip(name):
     import vnet
 
     return "127.0.0.1" if vnet.get(name).is_up() else None
+
+
+def key(name, pull="up"):
+    # A key on a simulated pin (the host sets its level in DIR/pins/<name>; see vpin).
+    import vpin
+
+    return vpin.key(name, pull)

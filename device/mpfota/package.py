@@ -94,7 +94,7 @@ class PackageError(_Base):
         return "%d %s: %s" % (self.code, self.reason, self.msg)
 
 
-# --- pure parsing -------------------------------------------------------------------------------
+# --- pure parsing ------------------------------------------------------------------------------
 
 
 def is_package(first_bytes):
@@ -119,7 +119,8 @@ def parse_header(head):
     if mlen == 0:
         raise PackageError(FORMAT_ERROR, "empty manifest")
     if slen > SIGNATURE_MAX:
-        raise PackageError(FORMAT_ERROR, "signature of %d bytes (at most %d)" % (slen, SIGNATURE_MAX))
+        raise PackageError(FORMAT_ERROR, "signature of %d bytes (at most %d)"
+                           % (slen, SIGNATURE_MAX))
     return mlen, slen, crc
 
 
@@ -362,7 +363,7 @@ def check_target(m, device):
                            % (m.to["script"], script))
 
 
-# --- device side ----------------------------------------------------------------------------------
+# --- device side -------------------------------------------------------------------------------
 
 _ROLLBACK = "rollback"
 
@@ -570,7 +571,10 @@ class Installer:
         raw = bytes(mv[:mlen])
         if header_crc(head, raw) != crc:
             raise PackageError(DIGEST, "manifest CRC-32 does not match the header")
-        key = self.key if self.key is not None else provisioned_key()
+        try:
+            key = rsa.load_public_key(self.key) if self.key is not None else provisioned_key()
+        except ValueError as e:  # fail closed: a key is there but unusable
+            raise PackageError(SIGNATURE, "the public key cannot be used (%s)" % e)
         sig = None
         if slen:
             await self._read(stream, mv[:slen])

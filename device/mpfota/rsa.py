@@ -47,7 +47,7 @@ def _bit_length(n):
     return bits
 
 
-# --- a minimal DER reader: tag, length, value ---------------------------------------------------
+# --- a minimal DER reader: tag, length, value --------------------------------------------------
 
 
 def _tlv(data, pos, tag):
@@ -153,7 +153,7 @@ def load_public_key(pem_or_der):
     return _from_der(data)
 
 
-# --- verification --------------------------------------------------------------------------------
+# --- verification ------------------------------------------------------------------------------
 
 
 def _modexp(base, exp, mod):

@@ -65,7 +65,7 @@ def staged():
     return rec["new"] if rec["state"] == "staged" else None
 
 
-# --- small filesystem helpers --------------------------------------------------------------------
+# --- small filesystem helpers ------------------------------------------------------------------
 
 
 def _exists(path):
@@ -111,7 +111,7 @@ def _wipe(path):
         pass
 
 
-# --- staging (while the application runs) ----------------------------------------------------------
+# --- staging (while the application runs) ------------------------------------------------------
 
 
 class Stager:
@@ -179,15 +179,15 @@ def commit(files, version, project, firmware_name, keep=(), core=None):
     log.info("fota", "script set", version, "staged: applied at the next boot")
 
 
-# --- at boot ----------------------------------------------------------------------------------------
+# --- at boot -----------------------------------------------------------------------------------
 
 
 def _settle():
     # littlefs repairs a cross-folder rename that a power cut interrupted on its first write
-    # after mounting; until then the file can be missing from both folders. A write attempt
-    # (mkdir of a folder that exists) makes it repair before any file is looked at.
+    # after mounting; until then the file can be missing from both folders. Any write call
+    # makes it repair first, even one that then fails: removing a file that does not exist.
     try:
-        os.mkdir("/.mpfota")
+        os.remove("/.mpfota-settle")
     except OSError:
         pass
 
@@ -288,7 +288,7 @@ def _run_revert(rec):
     log.error("fota", "script set", bad, "rolled back; running", old_version)
 
 
-# --- the application's side ------------------------------------------------------------------------
+# --- the application's side --------------------------------------------------------------------
 
 
 def confirm():

@@ -1,4 +1,5 @@
-# Version and firmware-name rules of LuatOS remote upgrades (seed 001 §6.3, §7; docs/package-format.md).
+# Version and firmware-name rules of LuatOS remote upgrades (seed 001 §6.3, §7;
+# docs/package-format.md).
 #
 # Pure logic: no board, no asyncio, no MicroPython-only module, so the same file runs under the
 # unix port and CPython (host tools, property tests).

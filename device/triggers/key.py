@@ -12,8 +12,7 @@
 # nothing. The default edge is the press of a key wired to ground with the pull-up (FALLING);
 # LuatOS's gpio.setup without an irq mode also reports the release (BOTH), which would start a
 # second check 3 s after letting go, so it is not the default here.
-# The pin comes from board.key(name) when the board has it, else from the board's key module
-# (boards/esp32/keys.py, boards/unix/vpin.py).
+# The pin comes from board.key(name) (boards/esp32/keys.py, boards/unix/vpin.py).
 try:
     from time import ticks_diff, ticks_ms
 except ImportError:  # CPython, for the pure Debounce logic
@@ -67,14 +66,7 @@ def pin(name, pull="up"):
     # The key input `name` on this board (a machine.Pin or look-alike with value()).
     import board
 
-    f = getattr(board, "key", None)
-    if f is not None:
-        return f(name, pull)
-    try:
-        import keys  # boards/esp32
-    except ImportError:
-        import vpin as keys  # boards/unix
-    return keys.key(name, pull)
+    return board.key(name, pull)
 
 
 class Key:

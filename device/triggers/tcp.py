@@ -227,13 +227,16 @@ class Client:
         return True
 
     def _hello(self):
+        # False when it cannot be sent: MicroPython's open_connection() returns before the
+        # connection is known to be made, and a refused one fails on the first write.
         import board
         import lsys
 
         import triggers
 
-        self.send({"event": "hello", "id": triggers.device_id(), "project": lsys.PROJECT,
-                   "version": lsys.VERSION, "core": board.core_version()})
+        return self.send({"event": "hello", "id": triggers.device_id(),
+                          "project": lsys.PROJECT, "version": lsys.VERSION,
+                          "core": board.core_version()})
 
     # ---- messages ----
 
@@ -277,6 +280,16 @@ class Client:
             log.warn("fota_task", "FOTA 正在运行，跳过本次请求")
         self.send({"event": "accepted", "url": r["url"]} if started else {"event": "busy"})
 
+    def _handle_safely(self, line):
+        # A fault while handling one message is logged and answered; the connection goes on.
+        try:
+            self.handle(line)
+        except Exception as exc:  # noqa: BLE001
+            import lsys
+
+            lsys.log.error("tcp_trigger", "message not handled:", repr(exc))
+            self.send({"event": "error", "error": "internal", "detail": repr(exc)})
+
     # ---- the connection ----
 
     async def _session(self, reader):
@@ -286,11 +299,14 @@ class Client:
         n = 0  # bytes waiting in the buffer
         skipping = False  # inside an over-long line: drop it up to its newline
         while True:
+            w = self.writer
+            if w is not None:
+                await w.drain()  # replies a full socket buffer held back (normally none)
             try:
                 got = await asyncio.wait_for_ms(reader.readinto(mv[n:]), IDLE_MS)
             except asyncio.TimeoutError:
                 if n and not skipping:  # a message without newline: take it as it is
-                    self.handle(mv[:n])
+                    self._handle_safely(mv[:n])
                     n = 0
                 continue
             if not got:
@@ -302,7 +318,7 @@ class Client:
                     if skipping:
                         skipping = False
                     else:
-                        self.handle(mv[start:i])
+                        self._handle_safely(mv[start:i])
                     start = i + 1
             n = end - start
             if start and n:
@@ -336,11 +352,16 @@ class Client:
                          "timeout" if isinstance(exc, asyncio.TimeoutError) else exc)
                 await lsys.wait(self.reconnect_ms)
                 continue
-            self.connections += 1
             self.writer = writer
+            if not self._hello():
+                self.writer = None
+                writer.close()
+                log.warn("tcp_trigger", "connect", self.host, self.port, "failed")
+                await lsys.wait(self.reconnect_ms)
+                continue
+            self.connections += 1
             log.info("tcp_trigger", "connected", self.host, self.port)
             try:
-                self._hello()
                 await self._session(reader)
                 log.warn("tcp_trigger", "server closed the connection")
             except OSError as exc:

@@ -284,6 +284,28 @@ def running_core(flash: str | os.PathLike) -> str | None:
         return None
 
 
+def fresh_board(flash: Path) -> None:
+    """Make room for a new board at `flash`: an old board there is erased; anything else that
+    is there (a file, a directory with other things in it) is refused, never deleted."""
+    if not flash.exists():
+        return
+    if flash.is_dir() and (vboard.is_board(flash) or not any(flash.iterdir())):
+        shutil.rmtree(flash)
+        return
+    raise UserError(f"{flash} exists and is not a virtual board: refusing to erase it "
+                    "(choose another --flash)")
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("the sleep scale cannot be negative")
+    return value
+
+
 def make_release(data_dir: Path, work: Path, size: int = 200_000):
     """A FotaServer on data_dir with core TARGET_CORE for boards on FROM_CORE; (server, pkg)."""
     from .server import FotaServer
@@ -319,8 +341,7 @@ def run(n: int, flash: str | os.PathLike, *, stream: BinaryIO | None = None,
     if n not in SCENARIOS:
         raise UserError(f"no scenario {n}: choose 1, 2 or 3")
     flash = Path(flash)
-    if flash.exists():
-        shutil.rmtree(flash)
+    fresh_board(flash)
     vboard.init(flash, core_version=core)
     out = Tee(stream)
     server_lines: list[str] = []
@@ -403,9 +424,14 @@ def run_scenario(n: int, flash_dir: str | os.PathLike, *, sleep_scale: float = D
     return 0
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """--scenario and --sleep-scale, for `mpfota demo` (and `mpfota scenario`)."""
-    p.add_argument("--sleep-scale", type=float, default=DEFAULT_SLEEP_SCALE, metavar="S",
+def add_arguments(p: argparse.ArgumentParser, scenario_option: bool = True) -> None:
+    """--scenario N and --sleep-scale, for `mpfota demo` (`mpfota scenario` takes N as its
+    positional argument and only --sleep-scale)."""
+    if scenario_option:
+        p.add_argument("--scenario", type=int, choices=sorted(SCENARIOS), metavar="N",
+                       help="run scenario N of seed 001 instead: 1 simple libfota2 update, "
+                            "2 TCP command, 3 PSM low power (see `mpfota scenario -h`)")
+    p.add_argument("--sleep-scale", type=_scale, default=DEFAULT_SLEEP_SCALE, metavar="S",
                    help=f"deep-sleep time scale for scenario 3 (default {DEFAULT_SLEEP_SCALE:g}: "
                         "4 h -> 0.144 s)")
 
@@ -417,7 +443,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("number", type=int, choices=sorted(SCENARIOS), help="1, 2 or 3")
     p.add_argument("--flash", type=Path, default=None,
                    help="board directory (recreated; default build/scenario-N)")
-    add_arguments(p)
+    add_arguments(p, scenario_option=False)
     p.set_defaults(func=lambda a: run_scenario(
         a.number, a.flash or paths.REPO / "build" / f"scenario-{a.number}",
         sleep_scale=a.sleep_scale))

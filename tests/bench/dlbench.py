@@ -7,11 +7,13 @@
 # read-back, and the board's image check.
 import sys
 import time
+
 import bootrom
 
 
 def engine(url):
     import asyncio
+
     from mpfota import download
 
     r = asyncio.run(download.fetch(url, switch=False, retries=0))
@@ -20,9 +22,10 @@ def engine(url):
 
 def reference(url):
     # The same work written straight: blocking socket, no engine structure.
-    import socket
     import binascii
     import hashlib
+    import socket
+
     import board
 
     hostport, path = url[7:].split("/", 1)
@@ -76,8 +79,6 @@ bootrom.boot()
 mode, url = sys.argv[1], sys.argv[2]
 t0 = time.ticks_ms()
 if mode == "baseline":
-    import asyncio
-    from mpfota import download
 
     size = 0
 else:

@@ -1,7 +1,7 @@
 # Device-test runner, executed by the unix port: call MODULE.FUNCTION(**json_args).
 # A coroutine function is run with asyncio. Any exception prints its traceback and exits 1.
-import sys
 import json
+import sys
 
 
 def main():

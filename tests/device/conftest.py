@@ -19,7 +19,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from mpdevice import run_function
 
 
@@ -69,8 +68,9 @@ class DeviceModule(pytest.Module):
         settings = _literal_settings(tree)
         mod = types.ModuleType(path.stem)
         mod.__file__ = str(path)
+        functions = (ast.FunctionDef, ast.AsyncFunctionDef)
         for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+            if isinstance(node, functions) and node.name.startswith("test_"):
                 setattr(mod, node.name, _stand_in(path, path.stem, node, settings))
         return mod
 

@@ -62,8 +62,8 @@ def test_corpus_pair_end_to_end(delta_corpus, delta_corpus_board):
     assert board.core_version() == "1.10"
     assert confirm.status() == "pending"
     # The slot now running holds exactly the new image.
-    import hashlib
     import binascii
+    import hashlib
 
     running, _ = board.ota_slots()
     buf = bytearray(4096)

@@ -163,6 +163,7 @@ async def test_tls_failure_switches_nothing(vboard, tls_server):
 async def test_resume_after_interruption(vboard, update_server):
     _setup()
     import json
+
     import vpartition
     from mpfota import download, http, state
 
@@ -219,6 +220,7 @@ async def test_damaged_prefix_starts_over(vboard, update_server):
 async def test_changed_file_restarts_from_zero(vboard, update_server):
     _setup()
     import json
+
     from mpfota import download, http, state
 
     img = update_server["images"]["core-3.0.0"]

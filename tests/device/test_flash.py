@@ -62,6 +62,7 @@ def cut_sequence(ops):
     # Flash operations used by the host power-cut test: program, program, erase, per sector, so
     # that every operation changes the flash.
     import os
+
     import vpartition
 
     b = vpartition.open_board(os.getenv("MPFOTA_FLASH"), int(os.getenv("CUT") or "0"))

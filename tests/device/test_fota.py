@@ -173,8 +173,8 @@ def test_no_update_while_unconfirmed(vboard):
 
 def test_unconfirmed_reboot_rolls_back(vboard):
     vb.boot()
-    import fota
     import board
+    import fota
     from mpfota import confirm
 
     img = vb.image("2.0.0", 8000)
@@ -191,8 +191,8 @@ def test_unconfirmed_reboot_rolls_back(vboard):
 
 def test_confirmed_image_stays(vboard):
     vb.boot()
-    import fota
     import board
+    import fota
     from mpfota import confirm
 
     img = vb.image("2.0.0", 8000)

@@ -115,6 +115,7 @@ async def test_unconfirmed_script_set_rolls_back(vboard, package_kit):
 async def test_keep_file_default_installed_only_when_absent(vboard, package_kit):
     vb.boot()
     import os
+
     from mpfota import scripts
 
     await _install(package_kit, "scripts")
@@ -242,6 +243,7 @@ async def test_signed_package_with_provisioned_pem_key(vboard, package_kit):
 async def test_signed_package_with_provisioned_der_key_and_explicit_key(vboard, package_kit):
     _setup()
     import binascii
+
     from mpfota import scripts
 
     _mkdir("/.mpfota")
@@ -405,3 +407,23 @@ async def test_counter_raised_by_an_install_blocks_older_packages(vboard, packag
     else:
         raise AssertionError("a lower counter must be refused")
     assert scripts.staged()["version"] == "001.000.001"
+
+
+async def test_identity_from_the_lsys_globals(vboard, package_kit):
+    _setup()
+    import lsys
+    from mpfota import scripts
+
+    lsys.PROJECT = "DEMO"
+    lsys.VERSION = "001.000.000"
+    await _install(package_kit, "scripts", project=None, version=None)
+    assert scripts.staged()["version"] == "001.000.001"
+    lsys.VERSION = "001.000.001"  # the app says it already runs that: nothing to do
+    from mpfota import package
+
+    try:
+        await _install(package_kit, "scripts", project=None, version=None)
+    except package.PackageError as e:
+        assert e.reason == "current", e
+    else:
+        raise AssertionError("lsys.VERSION must be used")

@@ -11,6 +11,7 @@ MAIN0 = 'VERSION = "001.000.000"\n'
 def _setup(kit, key=False, min_counter=0):
     vb.boot()
     import os
+
     from mpfota import state
 
     with open("/main.py", "w") as f:
@@ -208,3 +209,14 @@ async def test_core_delta_not_supported_yet(vboard, package_kit):
 async def test_core_that_is_not_a_bootable_image(vboard, package_kit):
     _setup(package_kit)
     await _refused(package_kit, "not-bootable", "image", erased=True)
+
+
+async def test_an_unusable_provisioned_key_refuses_everything(vboard, package_kit):
+    _setup(package_kit)
+    import os
+
+    os.mkdir("/.mpfota")
+    with open("/.mpfota/pubkey.pem", "w") as f:
+        f.write("-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n")
+    msg = await _refused(package_kit, "scripts-signed", "signature")
+    assert "cannot be used" in msg

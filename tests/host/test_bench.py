@@ -9,7 +9,8 @@ from mpfota_host import paths
 
 def test_bench_prints_download_figures():
     out = subprocess.run(
-        [sys.executable, "-m", "mpfota_host.cli", "bench", "--sizes", "1MB", "--repeat", "1", "--no-delta"],
+        [sys.executable, "-m", "mpfota_host.cli", "bench", "--sizes", "1MB", "--repeat", "1",
+         "--no-delta"],
         capture_output=True, text=True, timeout=300, cwd=paths.REPO, check=True,
     ).stdout
     figures = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)

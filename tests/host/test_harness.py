@@ -1,7 +1,6 @@
 """The device-test runner reports MicroPython failures with their traceback."""
 
 import pytest
-
 from mpdevice import DeviceFailure, run_function
 
 

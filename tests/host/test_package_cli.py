@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 from fixtures_package import core_image
-
 from mpfota_host import cli, vboard
 from mpfota_host import package as pk
 
-MAIN = 'PROJECT = "DEMO"\nVERSION = "001.000.001"\nimport app.util\nprint("running", VERSION, app.util.NAME)\n'
+MAIN = """PROJECT = "DEMO"
+VERSION = "001.000.001"
+import app.util
+print("running", VERSION, app.util.NAME)
+"""
 
 
 def run(*argv: str) -> int:
@@ -208,7 +211,8 @@ def test_packed_app_installs_and_runs_on_the_virtual_board(app, make_vboard, htt
         "import asyncio, board\n"
         "from mpfota import http, package\n"
         "async def main():\n"
-        f"    r = await http.request('GET', '{http_server.base}/blob/cli-app.pkg', bytearray(1024))\n"
+        f"    url = '{http_server.base}/blob/cli-app.pkg'\n"
+        "    r = await http.request('GET', url, bytearray(1024))\n"
         "    await package.install(r, project='DEMO', version='001.000.000')\n"
         "asyncio.run(main())\n"
         "board.reset()\n")

@@ -6,6 +6,8 @@ virtual board running boards/unix/apps/scenario2.py; downloads come from real HT
 
 from __future__ import annotations
 
+import socket
+
 from fixtures_triggers import BoardProcess, CommandServer, scenario_app
 from mpfota_host import scenarios, vboard
 
@@ -100,3 +102,22 @@ def test_second_command_refused_while_downloading_and_bad_messages_answered(tmp_
     hits = [r for r in http_server.requests if r.path in ("/trickle", "/blob/small", "/status/404")]
     assert [r.path for r in hits][-2:] == ["/trickle", "/status/404"]
     assert "/blob/small" not in [r.path for r in hits[-2:]]
+
+
+def test_board_retries_until_the_server_is_up(tmp_path):
+    # Nothing listens at first: the connection is refused (MicroPython only finds out on the
+    # first write), the board logs it and tries again 5 s later, then says hello.
+    flash = tmp_path / "board"
+    vboard.init(flash, core_version="1.0.0")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    app = scenario_app(2, tmp_path, SERVER_ADDR="127.0.0.1", SERVER_PORT=port, RUN_FOR_MS=0)
+    with BoardProcess(flash, app) as board:
+        out = board.wait_for(f"W/user.tcp_trigger connect 127.0.0.1 {port} failed", timeout=20)
+        assert "tcp_trigger connected" not in out
+        with CommandServer(port=port) as cmds:
+            hello = cmds.wait_event("hello", timeout=20).data
+            assert hello["core"] == "1.0.0"
+            board.wait_for(f"I/user.tcp_trigger connected 127.0.0.1 {port}")

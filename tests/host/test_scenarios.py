@@ -118,3 +118,19 @@ def test_unknown_scenario_is_a_clear_error(tmp_path, capsys):
     assert "invalid choice: 4" in capsys.readouterr().err
     with pytest.raises(UserError, match="no scenario 9"):
         scenarios.run(9, tmp_path / "b")
+
+
+def test_a_directory_that_is_not_a_board_is_never_erased(tmp_path, capsys):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    assert cli.main(["scenario", "1", "--flash", str(keep)]) == 2
+    assert "is not a virtual board: refusing to erase it" in capsys.readouterr().err
+    assert (keep / "notes.txt").read_text() == "precious"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="refusing"):
+        scenarios.run(1, a_file)
+    with pytest.raises(SystemExit):
+        cli.main(["scenario", "3", "--sleep-scale", "-1"])
+    assert "cannot be negative" in capsys.readouterr().err

@@ -12,10 +12,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from fixtures_server import LoggedServer
 from mpfota_host import cli
 from mpfota_host.server import MESSAGES, Check, device_version, parse_check
-
-from fixtures_server import LoggedServer
 
 P, FW = "PKEY0123456789", "DEMO_LuatOS-SoC_UNIX"
 IMEI = "867208320151690"

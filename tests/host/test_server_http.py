@@ -16,12 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from fixtures_server import LoggedServer
 from mpfota_host import cli, paths
 from mpfota_host.server import UNSATISFIABLE, parse_range, range_start
 from mpfota_host.serverload import publish_load_release, run_load
 from test_server import FW, IMEI, P, code_of, libfota2, pkg, request
-
-from fixtures_server import LoggedServer
 
 SIZE = 10_000
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from sweep import Sweep
-
 from mpfota_host import paths, vboard
+from sweep import Sweep
 
 USER_FILE = "/data/settings.json"
 USER_DATA = '{"wifi": "home", "secret": "s3cr3t"}'

@@ -8,10 +8,9 @@ import base64
 
 import pytest
 from fixtures_package import PROJECT, make
-from sweep import Sweep
-
 from mpfota_host import package as pk
 from mpfota_host import vboard
+from sweep import Sweep
 
 V1, V2 = "001.000.001", "001.000.002"
 USER_CONFIG = '{"wifi": "home", "secret": "s3cr3t"}'

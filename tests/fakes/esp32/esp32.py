@@ -12,9 +12,9 @@
 # - sim_partition_table("factory") (or MPFOTA_ESP32_TABLE=factory) simulates a partition
 #   table with a factory app and no OTA slots.
 import os
-from micropython import const
 
 import vpartition
+from micropython import const
 
 _ENOENT = const(2)
 _ERR_VALIDATE_FAILED = const(-0x1503)  # MicroPython raises OSError(-esp_err)

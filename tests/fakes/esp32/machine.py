@@ -5,6 +5,7 @@
 # runner put in MPFOTA_RESET_CAUSE (or what a test set with sim_reset_cause()), as the esp32
 # port's constants. unique_id() is the base MAC, as on an ESP32 (esp_efuse_mac_get_default).
 import os
+
 from micropython import const
 
 PWRON_RESET = const(1)
@@ -51,7 +52,8 @@ def deepsleep(ms=0):
         wake_file.write(text)
         wake_file.flush()
     elif os.getenv("MPFOTA_FLASH"):
-        with open(os.getenv("MPFOTA_FLASH") + "/wake.json", "w") as f:
+        # The board's littlefs may be mounted at /: reach the host directory explicitly.
+        with os.VfsPosix(os.getenv("MPFOTA_FLASH")).open("/wake.json", "w") as f:
             f.write(text)
     raise SystemExit(_EXIT_DEEPSLEEP)
 

@@ -8,9 +8,9 @@
 # its link comes up `delay_ms` after active(True) when sim_lan(link=True) (the default).
 import os
 import time
-from micropython import const
 
 import machine
+from micropython import const
 
 STA_IF = const(0)
 AP_IF = const(1)
