@@ -121,6 +121,21 @@ def bad_packages(key, other_key) -> dict[str, bytes]:
     }
 
 
+ESP32_FIRMWARE = "DEMO_LuatOS-SoC_ESP32_1"  # the ESP32 board's bsp() under the fakes
+
+
+def esp32_packages() -> dict[str, bytes]:
+    from mpfota_host import esp32image
+
+    app = esp32image.make_app_image(b"esp32 core 2.0.0 ".ljust(30_000, b"\x5a"), "2.0.0")
+    return {
+        "esp32-both": make([pk.Section("core", app), scripts()], to_core="2.0.0",
+                           firmware=ESP32_FIRMWARE),
+        "esp32-unix-core": make([core()], to_core="2.0.0", to_script=None,
+                                firmware=ESP32_FIRMWARE),
+    }
+
+
 def good_packages(key) -> dict[str, bytes]:
     return {
         "scripts": make([scripts()]),
@@ -157,7 +172,7 @@ class PackageKit:
         self.http = http_server
         self.dir = directory
         self.packages: dict[str, dict] = {}
-        for name, data in {**good_packages(self.key),
+        for name, data in {**good_packages(self.key), **esp32_packages(),
                            **bad_packages(self.key, self.other_key)}.items():
             self.add(name, data)
 
@@ -267,15 +282,3 @@ def rsa_vectors():
         "ec_pem": pub(eck, enc=serialization.Encoding.PEM).decode(),
         "pss_sig_hex": pss.hex(),
     }
-
-
-PROPOSAL_MARK = "<!-- proposed device/mpfota/download.py -->"
-
-
-@pytest.fixture(scope="session")
-def download_proposal() -> str:
-    """The download.py text proposed in docs/package-integration.md (device tests run it while
-    device/mpfota/download.py does not handle packages itself)."""
-    doc = (paths.REPO / "docs" / "package-integration.md").read_text()
-    block = doc.split(PROPOSAL_MARK, 1)[1].split("```python\n", 1)[1]
-    return block.split("\n```", 1)[0] + "\n"

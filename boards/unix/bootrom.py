@@ -122,6 +122,7 @@ def main():
         if b is None:
             code = board.EXIT_UNBOOTABLE
         else:
+            _apply_updates()
             if app_data is not None:
                 with open("/main.py", "wb") as f:
                     f.write(app_data)
@@ -138,6 +139,16 @@ def main():
                             "state": f.boot_state if f else None, "exit": code}))
     stats.close()
     return code
+
+
+def _apply_updates():
+    # The boot-time apply of an update package's script set (mpfota.bootapply), before main.py:
+    # what /boot.py does on a real board.
+    try:
+        import mpfota.bootapply
+    except ImportError:  # deployed without mpfota
+        return
+    mpfota.bootapply.run()
 
 
 def _run_main():

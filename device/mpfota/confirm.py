@@ -5,6 +5,9 @@
 # check). A reset before that makes the bootloader roll back to the previous slot, and status()
 # then reports "rolled_back". While an image is pending no update may start: the other slot
 # holds the only known-good image.
+# A new script set (mpfota.scripts, from an update package) follows the same rules: status()
+# is "pending" while it awaits confirmation, confirm() confirms it too, and check_boot()
+# reports its rollback.
 import board
 from mpfota import log, state
 
@@ -25,7 +28,18 @@ def arm(part, version=None):
 
 
 def status():
-    # "valid", "pending" (new image awaiting confirmation) or "rolled_back".
+    # "valid", "pending" (new image or script set awaiting confirmation) or "rolled_back".
+    s = _core_status()
+    if s == "valid":
+        from mpfota import scripts
+
+        t = scripts.status()
+        if t in ("pending", "rolled_back"):
+            return t
+    return s
+
+
+def _core_status():
     rec = state.load(_RECORD)
     if rec is None:
         return "valid"
@@ -38,16 +52,22 @@ def status():
 
 
 def confirm():
+    from mpfota import scripts
+
     board.Partition.mark_app_valid_cancel_rollback()
     if state.load(_RECORD) is not None:
         log.info("fota", "image in", running_label(), "confirmed")
     state.clear(_RECORD)
+    scripts.confirm()
 
 
 def check_boot():
     # Call once at boot: logs and clears a rollback, returns status() as it was.
+    from mpfota import scripts
+
     s = status()
-    if s == "rolled_back":
+    scripts.check_boot()  # logs and clears the script set's own rollback note
+    if s == "rolled_back" and _core_status() == "rolled_back":
         rec = state.load(_RECORD)
         log.error("fota", "update to", rec["slot"], "was not confirmed: rolled back to",
                   rec["from"])

@@ -4,6 +4,12 @@
 # Every CHECKPOINT bytes (256 KiB: a few seconds of a slow link to fetch again) the offset and the CRC of what is in flash are saved; after a dropped
 # connection, or a power cut and a new call, the download continues from there with a Range
 # request (If-Range with the ETag or Last-Modified seen first, so a changed file starts over).
+#
+# The same URL may serve an mpfota update package (docs/package-format.md) instead of a raw core
+# image: the first 16 bytes of a body that starts at byte 0 tell (package magic "MPFP"). A
+# package goes to mpfota.package.Installer, which writes its core section through the same
+# Update and buffer and stages its script set. A dropped connection resumes inside the package
+# (Range from the installer's resume offset); after a power cut a package starts from byte 0.
 from micropython import const
 
 from mpfota import http, log, state
@@ -13,11 +19,15 @@ from mpfota.writer import FOTA_ERROR, FotaError
 CHECKPOINT = const(262144)
 _RECORD = "download"
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
+_SNIFF = const(16)  # bytes read before deciding: package header or raw image
 
 
 class Result:
     # status: the HTTP status; size: bytes written into the slot (0 when there was no update);
-    # body: the start of a non-2xx answer (for the caller's log), else None.
+    # body: the start of a non-2xx answer (for the caller's log), else None; manifest: the
+    # mpfota.package.Manifest when the body was an update package, else None.
+    manifest = None
+
     def __init__(self, status, size=0, body=None, location=None, retry_after=None):
         self.status = status
         self.size = size
@@ -45,8 +55,14 @@ def _checkpoint(upd, url, validator, length):
 
 async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retries=3,
                 progress=None, version=None, switch=True, checkpoint=CHECKPOINT,
-                range_always=False, method="GET", **request):
+                range_always=False, method="GET", package=None, **request):
     """Download `url` into the spare slot; verify; switch the boot slot when `switch`.
+
+    When the body is an update package it is installed instead (mpfota.package; `package`:
+    keyword arguments for its Installer, e.g. {"project": PROJECT, "version": VERSION, "key":
+    PEM}); md5 / sha256 / length then apply to the whole package file, a bad package raises
+    mpfota.package.PackageError (a FotaError with a `reason`), and Result.manifest is its
+    manifest.
 
     `request` goes to mpfota.http.request (headers, body, server_cert, client_cert,
     client_key, client_password, follow_redirects, ...). Progress is saved every `checkpoint`
@@ -56,10 +72,13 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
     are logged with their cause, and nothing is switched."""
     try:
         upd = Update()
+        pkg = _Package(upd, package, progress, md5, sha256)
         got = await _receive(upd, method, url, length, timeout_ms, retries, progress,
-                             checkpoint, range_always, request)
+                             checkpoint, range_always, request, pkg)
         if isinstance(got, Result):
             return got
+        if pkg.inst is not None:
+            return pkg.finish(length, switch)
         try:
             upd.verify(length if length is not None else got, md5, sha256)
         finally:
@@ -73,9 +92,9 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
 
 
 async def _receive(upd, method, url, length, timeout_ms, retries, progress, checkpoint,
-                   range_always, request):
-    # The body into the slot, resuming after drops; returns its size, or the Result of a
-    # non-2xx answer.
+                   range_always, request, pkg):
+    # The body into the slot (or into pkg's installer), resuming after drops; returns its size,
+    # or the Result of a non-2xx answer.
     import time
 
     w = upd.writer
@@ -95,15 +114,30 @@ async def _receive(upd, method, url, length, timeout_ms, retries, progress, chec
                 if resp.status not in (200, 206):
                     text = (await resp.read(512)).decode("utf-8", "replace")
                     return Result(resp.status, 0, text, resp.location, resp.retry_after)
+                if pkg.inst is not None:
+                    await pkg.feed(resp, 0 if resp.status == 200 else offset)
+                    return 0
+                if resp.status == 200 or offset == 0:
+                    n = await _sniff(resp, w, offset)
+                    if _is_package(w.buf, n):
+                        pkg.start(resp.etag or resp.last_modified)
+                        await pkg.feed(resp, 0, bytes(w.buf[:n]))
+                        return 0
+                    return await _take(resp, upd, url, 0, length, progress, checkpoint, n)
                 return await _take(resp, upd, url, offset, length, progress, checkpoint)
             finally:
                 await resp.aclose()
         except http.HTTPError as e:
             attempt += 1
             if e.code not in _RETRYABLE or attempt > retries:
+                pkg.abort()
                 raise
-            offset = w.drop_partial()
-            validator = _validator_of(url)
+            if pkg.inst is not None:
+                offset = pkg.resume_offset()
+                validator = pkg.validator
+            else:
+                offset = w.drop_partial()
+                validator = _validator_of(url)
             log.warn("fota", "download interrupted (%s): retry %d at %d" % (e, attempt, offset))
 
 
@@ -112,8 +146,116 @@ def _validator_of(url):
     return rec.get("validator") if rec and rec.get("url") == url else None
 
 
-async def _take(resp, upd, url, offset, length, progress, checkpoint):
-    # Stream one response into the slot; returns the total size of the update.
+async def _sniff(resp, w, offset):
+    # Read up to _SNIFF bytes of a body that starts at byte 0 into the sector buffer, without
+    # counting them as written yet; returns how many arrived.
+    if offset:
+        log.info("fota", "server sent the whole file (changed, or no Range support): from 0")
+    w.restart()
+    mv = w.space()
+    n = 0
+    while n < _SNIFF:
+        k = await resp.readinto(mv[n:_SNIFF])
+        if not k:
+            break
+        n += k
+    return n
+
+
+def _is_package(buf, n):
+    from mpfota import package
+
+    return n >= 4 and package.is_package(buf[:4])
+
+
+class _Package:
+    # The update package found in the body, if any: its installer, the first answer's
+    # validator, and the whole-file digests when the caller asked for md5 / sha256 (then a
+    # retry starts again from byte 0, so that every byte is hashed in one pass).
+    def __init__(self, upd, kw, progress, md5, sha256):
+        self.upd = upd
+        self.kw = kw or {}
+        self.progress = progress
+        self.want = (md5, sha256)
+        self.inst = None
+        self.hashed = None
+        self.validator = None
+
+    def start(self, validator):
+        from mpfota import package
+
+        state.clear(_RECORD)  # power-cut resume does not apply to packages
+        self.inst = package.Installer(update=self.upd, progress=self.progress, **self.kw)
+        self.validator = validator
+
+    async def feed(self, resp, offset, head=None):
+        src = resp
+        if self.want[0] or self.want[1]:
+            self.hashed = src = _Hashed(resp, head or b"", self.want)
+        if head is None:
+            await self.inst.feed(src, offset)
+            return
+        if len(head) < _SNIFF:
+            from mpfota.package import TRUNCATED, PackageError
+
+            raise PackageError(TRUNCATED, "package of %d bytes" % len(head))
+        await self.inst.feed(src, 0, header=head)
+
+    def resume_offset(self):
+        return 0 if self.hashed is not None else self.inst.resume_offset()
+
+    def abort(self):
+        if self.inst is not None:
+            self.inst.abort()
+
+    def finish(self, length, switch):
+        m = self.inst.manifest
+        try:
+            if length is not None and m.size != length:
+                raise FotaError(FOTA_ERROR, "package of %d bytes, expected %d" % (m.size, length))
+            if self.hashed is not None:
+                self.hashed.check()
+        except FotaError:
+            self.inst.abort()
+            raise
+        self.inst.commit(switch)
+        r = Result(200, m.size)
+        r.manifest = m
+        return r
+
+
+class _Hashed:
+    # A response whose body bytes are hashed on the way (the whole package file).
+    def __init__(self, resp, head, want):
+        import hashlib
+
+        self.resp = resp
+        self.want = want
+        self.md5 = hashlib.md5(head) if want[0] else None
+        self.sha = hashlib.sha256(head) if want[1] else None
+
+    async def readinto(self, mv):
+        n = await self.resp.readinto(mv)
+        if n:
+            if self.md5:
+                self.md5.update(mv[:n])
+            if self.sha:
+                self.sha.update(mv[:n])
+        return n
+
+    def check(self):
+        import binascii
+
+        for name, h, want in (("md5", self.md5, self.want[0]), ("sha256", self.sha, self.want[1])):
+            if h is not None:
+                got = binascii.hexlify(h.digest()).decode()
+                if got != want.lower():
+                    raise FotaError(FOTA_ERROR, "package %s %s, expected %s" % (name, got, want))
+
+
+async def _take(resp, upd, url, offset, length, progress, checkpoint, sniffed=0):
+    # Stream one response into the slot; returns the total size of the update. `sniffed`: bytes
+    # of the body already in the sector buffer (read by _sniff, not yet counted).
     w = upd.writer
     if resp.status == 200:
         if offset:
@@ -132,6 +274,8 @@ async def _take(resp, upd, url, offset, length, progress, checkpoint):
                         % (total, w.capacity))
     validator = resp.etag or resp.last_modified
     _checkpoint(upd, url, validator, total)
+    if sniffed:
+        w.advance(sniffed)
     saved = w.flushed
     limit = total if total is not None else length  # a chunked body announces nothing
     while True:

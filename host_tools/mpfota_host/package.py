@@ -823,6 +823,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _change(old: str | None, new: str | None) -> str:
+    if new is None:
+        return "unchanged" + (f" (only for {old})" if old else "")
+    return f"{old or 'any'} -> {new}"
+
+
 def describe(report: Verification, name: str, key_path: str | None) -> list[str]:
     info = report.info
     lines = [
@@ -832,8 +838,8 @@ def describe(report: Verification, name: str, key_path: str | None) -> list[str]
         f"project:    {info.project}",
         f"firmware:   {info.firmware_name}"
         + (f" (layout _{info.layout})" if info.layout else " (no layout suffix)"),
-        f"core:       {info.from_core or '-'} -> {info.to_core or '-'}",
-        f"script:     {info.from_script or '-'} -> {info.to_script or '-'}",
+        f"core:       {_change(info.from_core, info.to_core)}",
+        f"script:     {_change(info.from_script, info.to_script)}",
         f"counter:    {info.counter} (anti-rollback)",
         "sections:",
     ]

@@ -1,21 +1,10 @@
 # Packages through download.fetch (the engine's HTTP download): the first bytes tell a package
 # from a raw core image; a package is installed, resumed inside its core section after a dropped
-# connection, checked against whole-file digests; a bad one switches nothing. Runs the real
-# download.py once it handles packages, else the text proposed in docs/package-integration.md.
+# connection, checked against whole-file digests; a bad one switches nothing.
 import vb
 
 TIMEOUT = 90
 IDENTITY = {"project": "DEMO", "version": "001.000.000"}
-
-
-def _fetch(proposal):
-    from mpfota import download
-
-    if hasattr(download, "_Package"):
-        return download.fetch
-    ns = {"__name__": "download_proposal"}
-    exec(proposal, ns)
-    return ns["fetch"]
 
 
 def _url(kit, name, tag=None):
@@ -37,12 +26,12 @@ def _nothing_switched():
         pass
 
 
-async def test_a_package_url_installs_the_package(vboard, package_kit, download_proposal):
+async def test_a_package_url_installs_the_package(vboard, package_kit):
     vb.boot()
     import vpartition
     from mpfota import scripts
 
-    fetch = _fetch(download_proposal)
+    from mpfota.download import fetch
     seen = []
     r = await fetch(_url(package_kit, "both"), package=IDENTITY,
                     progress=lambda done, total: seen.append((done, total)))
@@ -54,18 +43,18 @@ async def test_a_package_url_installs_the_package(vboard, package_kit, download_
     assert scripts.staged()["version"] == "001.000.001"
 
 
-async def test_a_raw_image_url_still_installs_the_image(vboard, update_server, download_proposal):
+async def test_a_raw_image_url_still_installs_the_image(vboard, update_server):
     vb.boot()
     import vpartition
 
-    fetch = _fetch(download_proposal)
+    from mpfota.download import fetch
     img = update_server["images"]["core-2.0.0"]
     r = await fetch(update_server["base"] + img["path"], md5=img["md5"], length=img["size"])
     assert (r.status, r.size, r.manifest) == (200, img["size"], None)
     assert vpartition.boot_record() == (1, "new")
 
 
-async def test_whole_file_digests_and_length(vboard, package_kit, download_proposal):
+async def test_whole_file_digests_and_length(vboard, package_kit):
     entry = package_kit["packages"]["scripts"]
     with open(entry["file"], "rb") as f:
         data = f.read()
@@ -74,7 +63,7 @@ async def test_whole_file_digests_and_length(vboard, package_kit, download_propo
 
     from mpfota.writer import FotaError
 
-    fetch = _fetch(download_proposal)
+    from mpfota.download import fetch
     md5 = vb.md5hex(data)
     for kw, word in (({"md5": "0" * 32}, "md5"), ({"sha256": "1" * 64}, "sha256"),
                      ({"length": len(data) + 1}, "expected")):
@@ -93,11 +82,11 @@ async def test_whole_file_digests_and_length(vboard, package_kit, download_propo
     assert r.manifest.to["script"] == "001.000.001"
 
 
-async def test_a_bad_package_switches_nothing(vboard, package_kit, download_proposal):
+async def test_a_bad_package_switches_nothing(vboard, package_kit):
     vb.boot()
     from mpfota import package
 
-    fetch = _fetch(download_proposal)
+    from mpfota.download import fetch
     for name, reason in (("signature-other-key", "signature"), ("digest-core", "digest"),
                          ("layout", "layout"), ("truncated-scripts", "truncated")):
         kw = dict(IDENTITY)
@@ -112,14 +101,14 @@ async def test_a_bad_package_switches_nothing(vboard, package_kit, download_prop
         _nothing_switched()
 
 
-async def test_dropped_connection_resumes_inside_the_core(vboard, package_kit, download_proposal):
+async def test_dropped_connection_resumes_inside_the_core(vboard, package_kit):
     vb.boot()
     import json
 
     import board
     from mpfota import http
 
-    fetch = _fetch(download_proposal)
+    from mpfota.download import fetch
     dropped = []
 
     def drop_once(done, total):
