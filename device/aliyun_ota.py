@@ -123,8 +123,9 @@ class FileSpec:
 
 
 class Job:
-    def __init__(self, version, module, method, files, ext, msg_id):
+    def __init__(self, version, module, method, files, ext, msg_id, diff=False):
         self.version = version
+        self.diff = diff  # isDiff=1: the file is an mpfota delta patch (docs/delta.md)
         self.module = module
         self.method = method  # "md5" or "sha256"
         self.files = files  # list of FileSpec (one for a single-file package)
@@ -231,9 +232,6 @@ def parse_job(payload, module=DEFAULT_MODULE, capacity=None):
     diff = data.get("isDiff")
     if diff is not None and not (_is_int(diff) or isinstance(diff, bool)):
         raise BadJob(STEP_FAILED, "upgrade message: isDiff must be 0 or 1", job_module)
-    if diff:
-        raise BadJob(STEP_FAILED, "delta packages (isDiff=1) are not supported yet: "
-                     "push the full package", job_module)
     version = _field(data, "version", "str", False)
     ext = _field(data, "extData", "dict", False)
     method = data.get("signMethod")
@@ -262,8 +260,10 @@ def parse_job(payload, module=DEFAULT_MODULE, capacity=None):
             if f.size > capacity:
                 raise BadJob(STEP_FLASH_FAILED, "update of %d bytes does not fit (%d)"
                              % (f.size, capacity), job_module)
+    if diff and len(specs) > 1:
+        raise BadJob(STEP_FAILED, "a delta job (isDiff=1) carries one patch", job_module)
     msg_id = msg.get("id")
-    return Job(version, job_module, method, specs, ext, msg_id)
+    return Job(version, job_module, method, specs, ext, msg_id, bool(diff))
 
 
 def check_signature(spec, public_key):
@@ -586,6 +586,9 @@ class AliyunOta:
                     return
                 raise BadJob(STEP_FAILED, "busy: the update to %s is still running"
                              % self._job.version, job.module)
+            if job.diff and self._name is not None:
+                raise BadJob(STEP_FAILED, "a delta job (isDiff=1) updates the core slot, not "
+                             "files", job.module)
             if self._name is None and len(job.files) > 1:
                 raise BadJob(STEP_FAILED, "%d files in one package; the core slot takes one"
                              % len(job.files), job.module)
@@ -623,7 +626,9 @@ class AliyunOta:
     async def _apply(self, job):
         step, desc = STEP_FAILED, "internal error"
         try:
-            if self._name is None:
+            if job.diff:
+                step, desc = await self._download_delta(job)
+            elif self._name is None:
                 step, desc = await self._download(job)
             else:
                 step, desc = await self._download_files(job)
@@ -681,6 +686,41 @@ class AliyunOta:
         if res.status != 200:
             return STEP_DOWNLOAD_FAILED, "download failed: HTTP %d" % res.status
         return 100, ""
+
+    async def _download_delta(self, job):
+        # isDiff=1: the patch into delta.PATCH_PATH (digests checked), then the new core is
+        # rebuilt from the running slot into the spare one, verified and switched
+        # (mpfota.delta). The patch file is removed either way.
+        import hashlib
+        import os
+
+        from mpfota import delta, http
+        from mpfota.writer import FotaError
+
+        spec = job.files[0]
+        self._last_progress = None
+        log.info("aliyun", "delta upgrade to", job.version, "from", spec.url)
+        try:
+            os.mkdir("/.mpfota")
+        except OSError:
+            pass
+        try:
+            step, desc = await self._fetch_file(spec, delta.PATCH_PATH, bytearray(4096),
+                                                bytearray(1024), 0, spec.size, http, hashlib)
+            if step != 100:
+                return step, desc
+            try:
+                delta.apply(delta.PATCH_PATH, version=job.version)
+            except FotaError as e:
+                return STEP_VERIFY_FAILED, "delta refused: %s" % e.msg
+            return 100, ""
+        except OSError as e:
+            return STEP_FLASH_FAILED, "flash write failed: %r" % e
+        finally:
+            try:
+                os.remove(delta.PATCH_PATH)
+            except OSError:
+                pass
 
     async def _download_files(self, job):
         # Each file into "<path>.part" (one 4 KiB buffer, MD5/SHA-256 on the way), checked,

@@ -22,6 +22,7 @@ pytest_plugins = [
 ]
 
 import pytest  # noqa: E402
+from images import core_body  # noqa: E402
 
 
 class VBoard:
@@ -41,18 +42,6 @@ class VBoard:
 
     def flash(self) -> bytes:
         return (self.path / "flash.bin").read_bytes()
-
-
-def core_body(version: str, size: int = 40_000) -> bytes:
-    """A deterministic core image body for tests, different for each version."""
-    import hashlib
-
-    seed = hashlib.sha256(version.encode()).digest()
-    out = bytearray()
-    while len(out) < size:
-        seed = hashlib.sha256(seed).digest()
-        out += seed
-    return bytes(out[:size])
 
 
 @pytest.fixture

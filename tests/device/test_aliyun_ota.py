@@ -121,7 +121,7 @@ def test_parse_job():
         (_job(signMethod=None, sign=None), None, None),  # no signMethod: MD5, as Luat
         (_job(signMethod="SHA256", md5=None), -1, "64 hex digits"),
         (_job(size=5000), -4, "does not fit"),
-        (_job(isDiff=1), -1, "isDiff=1"),
+        (_job(isDiff=1), None, None),  # a delta patch: parsed, applied by mpfota.delta
         (_job(isDiff="yes"), -1, "isDiff must be"),
         (_job(module="MCU"), -1, "job for module MCU"),
         (_job(files=[]), -1, "files is empty"),

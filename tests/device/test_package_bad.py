@@ -200,10 +200,15 @@ async def test_core_larger_than_the_slot(vboard, package_kit):
     await _refused(package_kit, "core-too-big", "space")
 
 
-async def test_core_delta_not_supported_yet(vboard, package_kit):
+async def test_core_delta_that_is_not_a_patch(vboard, package_kit):
     _setup(package_kit)
-    msg = await _refused(package_kit, "core-delta", "unsupported")
-    assert "core-delta" in msg
+    await _refused(package_kit, "core-delta-garbage", "image")
+
+
+async def test_core_delta_for_another_base(vboard, package_kit):
+    _setup(package_kit)
+    msg = await _refused(package_kit, "core-delta-other-base", "base", erased=True)
+    assert "base" in msg
 
 
 async def test_core_that_is_not_a_bootable_image(vboard, package_kit):

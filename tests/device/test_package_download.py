@@ -30,7 +30,6 @@ async def test_a_package_url_installs_the_package(vboard, package_kit):
     vb.boot()
     import vpartition
     from mpfota import scripts
-
     from mpfota.download import fetch
     seen = []
     r = await fetch(_url(package_kit, "both"), package=IDENTITY,
@@ -46,7 +45,6 @@ async def test_a_package_url_installs_the_package(vboard, package_kit):
 async def test_a_raw_image_url_still_installs_the_image(vboard, update_server):
     vb.boot()
     import vpartition
-
     from mpfota.download import fetch
     img = update_server["images"]["core-2.0.0"]
     r = await fetch(update_server["base"] + img["path"], md5=img["md5"], length=img["size"])
@@ -62,7 +60,6 @@ async def test_whole_file_digests_and_length(vboard, package_kit):
     import hashlib
 
     from mpfota.writer import FotaError
-
     from mpfota.download import fetch
     md5 = vb.md5hex(data)
     for kw, word in (({"md5": "0" * 32}, "md5"), ({"sha256": "1" * 64}, "sha256"),
@@ -85,7 +82,6 @@ async def test_whole_file_digests_and_length(vboard, package_kit):
 async def test_a_bad_package_switches_nothing(vboard, package_kit):
     vb.boot()
     from mpfota import package
-
     from mpfota.download import fetch
     for name, reason in (("signature-other-key", "signature"), ("digest-core", "digest"),
                          ("layout", "layout"), ("truncated-scripts", "truncated")):
@@ -107,7 +103,6 @@ async def test_dropped_connection_resumes_inside_the_core(vboard, package_kit):
 
     import board
     from mpfota import http
-
     from mpfota.download import fetch
     dropped = []
 
@@ -130,3 +125,26 @@ async def test_dropped_connection_resumes_inside_the_core(vboard, package_kit):
     assert start > core_at and (start - core_at) % 4096 == 0, (start, core_at)
     vb.reboot()
     assert board.core_version() == "2.0.0"
+
+
+async def test_a_core_delta_package_rebuilds_the_core(vboard, package_kit):
+    # core-delta + scripts: the patch is stored, checked against the running slot, applied into
+    # the spare slot and verified; at the next boot the new core and the new scripts run.
+    vb.boot()
+    import os
+
+    import board
+    from mpfota import confirm, delta, scripts
+    from mpfota.download import fetch
+
+    r = await fetch(_url(package_kit, "core-delta"), package=IDENTITY)
+    assert r.status == 200 and r.manifest.core.type == "core-delta"
+    try:
+        os.stat(delta.PATCH_PATH)
+        raise AssertionError("the patch file is removed once applied")
+    except OSError:
+        pass
+    assert scripts.staged() is not None
+    assert vb.reboot() == 1
+    assert board.core_version() == "2.0.0"
+    assert confirm.status() == "pending"

@@ -1,99 +1,128 @@
-"""Power-cut sweeps on the virtual board.
+"""Power-cut sweeps for the tests: the engine lives in mpfota_host.powercut (also behind
+`mpfota sweep`); this module re-exports the low-level runner and holds the bounded sample that
+`make test` runs, one update kind at a time, shared by the test modules of the session.
 
-A scenario is a board directory in its starting state plus an app (installed as /main.py at
-the first boot, or None when the start state already holds it) that drives an update to
-completion over several boots and exits 0 when the board runs the target.
-`dry_run` counts the flash operations of every boot; `cut_at(k)` replays the scenario on a fresh
-copy with the power cut after global operation k, then powers the board on again until the app
-finishes, and reports what it finds.
+    from sweep import Sweep                      # the low-level runner (test_sweep_core.py)
+    from sweep import sweep_results              # fixture: sweep_results(kind) -> [Report, ...]
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
 
-from mpfota_host import vboard
+import pytest
+from mpfota_host import paths, powercut
+from mpfota_host.powercut import BOOT_TIMEOUT, MAX_BOOTS, Outcome, Sweep, boot_until_done
 
-MAX_BOOTS = 12
-BOOT_TIMEOUT = 60
+__all__ = ["BOOT_TIMEOUT", "MAX_BOOTS", "Outcome", "Sweep", "boot_until_done", "PLAN",
+           "REPORT", "sweep_results", "problems", "write_report", "known_xfail"]
 
+# The bounded sample of `make test`: (layout, sample size or None for every operation, nested
+# chains). `mpfota sweep --full` (make sweep) runs every operation of every kind on both
+# layouts with 5 nested chains each.
+PLAN = {
+    "core": [("a", None, 2), ("b", 10, 2)],
+    "delta": [("a", None, 2), ("b", 10, 2)],
+    "scripts": [("a", None, 2), ("b", 10, 2)],
+    "combined": [("a", 20, 2), ("b", 10, 2)],
+    "rollback": [("a", 20, 2), ("b", 10, 2)],
+    "resume": [("a", 20, 2), ("b", 10, 2)],
+}
+SEED = 2026
+REPORT = paths.REPO / "build" / "reliability.txt"
 
-@dataclass
-class Outcome:
-    cut: int
-    codes: list[int] = field(default_factory=list)
-    output: str = ""
-
-    @property
-    def unbootable(self) -> bool:
-        return vboard.EXIT_UNBOOTABLE in self.codes
-
-    @property
-    def converged(self) -> bool:
-        return bool(self.codes) and self.codes[-1] == 0
-
-
-def _ops(board: Path) -> int:
-    return json.loads((board / "boot.json").read_text())["ops"]
-
-
-def boot_until_done(board: Path, outcome: Outcome, app: Path | None = None) -> None:
-    for i in range(MAX_BOOTS):
-        res = vboard.boot(board, app=app if i == 0 else None, timeout=BOOT_TIMEOUT,
-                          cause="power_cut" if i == 0 and outcome.cut else "hard")
-        outcome.codes.append(res.code)
-        outcome.output += res.text
-        if res.code not in vboard.REBOOT_CAUSES:
-            return
+# Problems that are known, reported to their owners with a fix (docs/reliability.md,
+# "Findings"), matched on kind, class and words of the message. A test that sees only these
+# ends as xfail (and passes once the fix is in); anything else fails it.
+KNOWN = [
+    ("F1", "combined", "mixed", r"runs with script set|saw a mixed update"),
+    ("F1", "combined", "not_converged", r"after a mix"),
+    ("F2", None, "inconsistent", r"reports a rollback"),
+]
 
 
-class Sweep:
-    def __init__(self, start: Path, app: Path | None, work: Path) -> None:
-        self.start = start
-        self.app = app
-        self.work = work
-        self.per_boot: list[int] = []
+class _Sample:
+    """The sample's reports per kind, computed once per process (test modules that import the
+    fixture each get their own fixture instance; they share this)."""
 
-    def fresh(self, name: str) -> Path:
-        d = self.work / name
-        if d.exists():
-            shutil.rmtree(d)
-        shutil.copytree(self.start, d)
-        return d
+    def __init__(self) -> None:
+        self.cache: dict[str, list[powercut.Report]] = {}
+        self.work: Path | None = None
+        self.kit: powercut.Kit | None = None
+        self.rom = None
+        self.apply = True
 
-    def dry_run(self) -> Outcome:
-        board = self.fresh("dry")
-        out = Outcome(0)
-        for i in range(MAX_BOOTS):
-            res = vboard.boot(board, app=self.app if i == 0 else None, timeout=BOOT_TIMEOUT)
-            out.codes.append(res.code)
-            out.output += res.text
-            self.per_boot.append(_ops(board))
-            if res.code not in vboard.REBOOT_CAUSES:
-                break
-        return out
+    def get(self, kind: str, tmp_path_factory) -> list[powercut.Report]:
+        if kind not in self.cache:
+            if self.work is None:
+                self.work = tmp_path_factory.mktemp("sweeps")
+                self.kit = powercut.Kit(self.work / "kit")
+                self.rom = powercut.bootapply_rom(self.work)
+                self.apply = self.rom.__enter__()
+            reports = []
+            for layout, sample, nested in PLAN[kind]:
+                scenario = powercut.build(kind, layout, self.kit)
+                reports.append(powercut.run_scenario(
+                    scenario, self.work / f"{kind}-{layout}", sample=sample, nested=nested,
+                    seed=SEED, apply=self.apply))
+            self.cache[kind] = reports
+        return self.cache[kind]
 
-    @property
-    def total_ops(self) -> int:
-        return sum(self.per_boot)
+    def close(self) -> None:
+        if self.kit is not None:
+            self.kit.close()
+        if self.rom is not None:
+            self.rom.__exit__(None, None, None)
+            self.rom = None
 
-    def cut_at(self, k: int) -> tuple[Outcome, Path]:
-        """Cut after global operation k (1-based), then power on until the app finishes."""
-        board = self.fresh(f"cut{k}")
-        out = Outcome(k)
-        before = 0
-        for i, ops in enumerate(self.per_boot):
-            app = self.app if i == 0 else None
-            if k <= before + ops:
-                res = vboard.boot(board, app=app, cut_after=k - before, timeout=BOOT_TIMEOUT)
-                out.codes.append(res.code)
-                out.output += res.text
-                break
-            res = vboard.boot(board, app=app, timeout=BOOT_TIMEOUT)
-            out.codes.append(res.code)
-            before += ops
-        boot_until_done(board, out)
-        return out, board
+
+_SAMPLE = _Sample()
+
+
+@pytest.fixture(scope="session")
+def sweep_results(tmp_path_factory):
+    """sweep_results(kind) -> the reports of the kind's sample (run once per session)."""
+    try:
+        yield lambda kind: _SAMPLE.get(kind, tmp_path_factory)
+    finally:
+        _SAMPLE.close()
+
+
+def problems(reports: list[powercut.Report]) -> list[tuple[str, str, str]]:
+    """(where, class, message) of every problem of every trial."""
+    out = []
+    for rep in reports:
+        for t in rep.trials:
+            for c in t.landed:
+                out += [(f"{rep.label} cut {c.where}", k, v) for k, v in c.problems.items()]
+            after = " (after a mix)" if "mixed" in t.final else ""
+            out += [(f"{rep.label} cuts {t.cuts} end", k, v + (after if k != "mixed" else ""))
+                    for k, v in t.final.items()]
+    return out
+
+
+def known_xfail(kind: str, found: list[tuple[str, str, str]]) -> None:
+    """Fail on any problem that is not a known one; xfail when only known ones are left."""
+    unknown, known = [], set()
+    for where, cls, msg in found:
+        tag = next((f for f, k, c, words in KNOWN
+                    if k in (None, kind) and c == cls and re.search(words, msg)), None)
+        if tag:
+            known.add(tag)
+        else:
+            unknown.append(f"{where}: {cls}: {msg}")
+    assert not unknown, "\n".join(unknown[:20])
+    if known:
+        pytest.xfail(f"known findings {sorted(known)} (docs/reliability.md): the fixes are "
+                     "with their owners")
+
+
+def write_report(reports: list[powercut.Report], path: Path = REPORT) -> list[str]:
+    """The reliability lines (totals, then per kind and layout) into build/reliability.txt."""
+    lines = powercut.total(reports).lines()
+    for rep in reports:
+        lines += rep.lines(f"reliability.{rep.label}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return lines

@@ -157,6 +157,40 @@ def test_end_to_end_success_with_cli(make_vboard, mqtt_broker, mock, tmp_path):
     print(board_out)
 
 
+def test_delta_job_end_to_end(make_vboard, mqtt_broker, mock, tmp_path):
+    """isDiff=1: the pushed file is an mpfota delta patch against the running core; the board
+    rebuilds 2.0.0 from it, reboots, confirms and reports the new version."""
+    from images import core_body
+    from mpfota_host import delta
+
+    vb = make_vboard("delta", slot_size=SLOT)
+    old = image.make_image(core_body("1.0.0"), "1.0.0")  # what make_vboard put in slot 0
+    body = bytearray(core_body("1.0.0"))
+    body[20_000:20_000] = b"new feature " * 300
+    patch = delta.make_patch(old, image.make_image(bytes(body), "2.0.0")).data
+    assert len(patch) < len(body) // 4
+    app = _app(tmp_path, mqtt_broker)
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(code=vboard.run(
+        vb.path, app=app, max_boots=3, timeout=60, stream=_Sink(result))), daemon=True)
+    runner.start()
+    pkg = aliyun_mock.PackageServer(patch)
+    try:
+        assert mock.wait_inform(20) == _reported("1.0.0")
+        job = aliyun_mock.make_job(pkg.url, len(patch), _reported("2.0.0"),
+                                   md5=hashlib.md5(patch).hexdigest())
+        job["isDiff"] = 1
+        mock.push(job)
+        outcome = mock.follow(_reported("2.0.0"), 60)
+    finally:
+        pkg.close()
+        runner.join(30)
+    board_out = result.get("out", b"").decode(errors="replace")
+    assert outcome.success, board_out
+    assert "delta: base ok" in board_out
+    assert result.get("code") == 0, board_out
+
+
 class _Sink:
     """A binary stream collecting the board's output into result["out"]."""
 
@@ -194,7 +228,7 @@ def test_bad_jobs_are_refused_and_the_client_stays_connected(make_vboard, mqtt_b
                 ({**good, "size": SLOT + 1}, -4, "does not fit"),
                 ({**good, "signMethod": "SHA1"}, -3, "unknown signMethod"),
                 ({**good, "module": "MCU"}, -1, "job for module MCU"),
-                ({**good, "isDiff": 1}, -1, "isDiff=1"),
+                ({**good, "isDiff": 1, "url": pkg.url}, -3, "delta refused"),  # not a patch
                 ({**good, "url": http_server.base + "/status/404"}, -2, "HTTP 404"),
                 ({**good, "url": f"http://127.0.0.1:{_closed_port()}/fw"}, -2,
                  "download failed"),

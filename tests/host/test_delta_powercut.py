@@ -1,54 +1,21 @@
-"""Power cut after every flash operation of a delta update: the running slot is only read, so
-the next boot applies the patch again from the start; the board never becomes unbootable and
-always ends on the new core."""
+"""Power cuts during a delta update (every flash operation on layout a, a sample on layout b,
+nested cuts): the running slot is only read, so the next boot applies the patch again from the
+start; the board always boots the old or the new core and ends on the new one. The engine and
+its checks: mpfota_host.powercut, docs/reliability.md."""
 
 from __future__ import annotations
 
-import base64
-
 import pytest
-from mpfota_host import vboard
-from sweep import Sweep
-
-UPDATE_APP = """
-import board
-from mpfota import confirm, delta
-if board.core_version() == "2.0.0":
-    if confirm.status() == "pending":
-        confirm.confirm()
-    print("delta-sweep: done", confirm.status())
-else:
-    delta.apply(version="2.0.0")
-    board.reset()
-"""
-
-SEED_APP = """
-import os, binascii
-os.mkdir("/.mpfota")
-with open("/.mpfota/patch.bin", "wb") as f:
-    f.write(binascii.a2b_base64(PATCH))
-with open("/main.py", "w") as f:
-    f.write(UPDATE_APP)
-"""
+from sweep import known_xfail, problems, sweep_results  # noqa: F401
 
 
 @pytest.mark.slow
-def test_power_cut_at_every_flash_operation_of_a_delta_update(
-    delta_small, delta_small_board, tmp_path
-):
-    seed = tmp_path / "seed.py"
-    patch = base64.b64encode(delta_small.patch.data).decode()
-    seed.write_text(f"PATCH = {patch!r}\nUPDATE_APP = {UPDATE_APP!r}\n" + SEED_APP)
-    res = vboard.boot(delta_small_board.path, app=seed, timeout=30)
-    assert res.code == 0, res.text
-    sweep = Sweep(delta_small_board.path, None, tmp_path / "runs")
-    dry = sweep.dry_run()
-    assert dry.converged and "delta-sweep: done valid" in dry.output, dry.output
-    n = sweep.total_ops
-    assert n > 20, f"the update should take many flash operations, saw {n}"
-    bad = []
-    for k in range(1, n + 1):
-        out, _ = sweep.cut_at(k)
-        if out.unbootable or not out.converged or "delta-sweep: done valid" not in out.output:
-            bad.append((k, out.codes))
-    assert not bad, f"cuts that did not end on the new core: {bad}"
+def test_power_cut_at_every_flash_operation_of_a_delta_update(sweep_results):
+    reports = sweep_results("delta")
+    every = reports[0]
+    assert every.ops > 20, f"the update should take many flash operations, saw {every.ops}"
+    singles = {t.cuts[0] for t in every.trials if len(t.cuts) == 1}
+    assert singles == set(range(1, every.ops + 1))
+    out = "".join(t.output for rep in reports for t in rep.trials)
+    assert "delta: base ok" in out and "SWEEP DONE 2.0.0" in out
+    known_xfail("delta", problems(reports))

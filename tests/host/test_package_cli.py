@@ -122,6 +122,29 @@ def test_pack_core_takes_the_version_from_the_image(tmp_path, capsys):
     assert "image says 2.0.0" in capsys.readouterr().err
 
 
+def test_pack_a_core_delta(tmp_path, capsys):
+    old, new = tmp_path / "old.img", tmp_path / "new.img"
+    old.write_bytes(core_image("1.0.0"))
+    body = bytearray(core_image("1.0.0")[64:])
+    body[100:108] = b"changed!"
+    from mpfota_host import image
+
+    new.write_bytes(image.make_image(bytes(body), "2.0.0"))
+    out = tmp_path / "delta.pkg"
+    assert run("pack", "-o", str(out), "--core", str(new), "--delta-from", str(old),
+               "--project", "DEMO", "--firmware-name", "DEMO_LuatOS-SoC_UNIX_1") == 0
+    info = pk.read_manifest(out)
+    s = info.section("core-delta")
+    assert s is not None and s.size < new.stat().st_size // 10
+    assert info.from_core == "1.0.0" and info.to_core == "2.0.0"
+    import hashlib
+
+    assert s.fields["base_sha256"] == hashlib.sha256(old.read_bytes()).hexdigest()
+    assert run("pack", "-o", str(out), "--delta-from", str(old), "--project", "DEMO",
+               "--firmware-name", "N_1", "--scripts", str(tmp_path)) == 2
+    assert "needs --core" in capsys.readouterr().err
+
+
 def test_signed_package_inspected_with_the_right_and_a_wrong_key(app, keys, tmp_path, capsys):
     out = tmp_path / "signed.pkg"
     assert run("pack", "-o", str(out), "--scripts", str(app), "--bsp", "UNIX", "--no-compile",

@@ -1,0 +1,127 @@
+"""The host package as it would be published: `pip wheel` of host_tools, its metadata, its
+files, its entry point, and the installed `mpfota` command.
+
+The wheel is built from a copy of host_tools (so the build leaves nothing in the repository)
+with pip's default isolated build, i.e. the setuptools the build system asks for, from the
+package index pip is configured with.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+from mpfota_host import __version__, paths
+
+HOST_TOOLS = paths.REPO / "host_tools"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "host_tools"
+    shutil.copytree(
+        HOST_TOOLS, src, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(src), "-w", str(work / "dist")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    built = list((work / "dist").glob("*.whl"))
+    assert len(built) == 1, built
+    return built[0]
+
+
+def project() -> dict:
+    with open(HOST_TOOLS / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]
+
+
+def dist_file(whl: Path, name: str) -> str:
+    with zipfile.ZipFile(whl) as z:
+        return z.read(f"mpfota-{__version__}.dist-info/{name}").decode()
+
+
+def test_the_wheel_is_pure_python_and_named_by_the_version(wheel):
+    assert wheel.name == f"mpfota-{__version__}-py3-none-any.whl"
+    assert "Root-Is-Purelib: true" in dist_file(wheel, "WHEEL")
+
+
+def test_metadata(wheel):
+    meta = email.parser.Parser().parsestr(dist_file(wheel, "METADATA"))
+    assert meta["Name"] == "mpfota" and meta["Version"] == __version__
+    assert meta["License-Expression"] == "MIT"
+    assert meta["Requires-Python"] == ">=3.10"
+    assert "MicroPython" in meta["Summary"]
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert meta.get_payload().strip(), "no long description (readme)"
+    classifiers = meta.get_all("Classifier")
+    for wanted in ("Development Status :: 3 - Alpha", "Environment :: Console",
+                   "Programming Language :: Python :: 3",
+                   "Topic :: Software Development :: Embedded Systems"):  # fmt: skip
+        assert wanted in classifiers
+    assert not [c for c in classifiers if c.startswith("License ::")]  # PEP 639: the expression
+    assert sorted(meta.get_all("Requires-Dist")) == sorted(
+        [*project()["dependencies"]]
+        + [f'{r}; extra == "{extra}"' for extra, reqs in
+           project()["optional-dependencies"].items() for r in reqs]
+    )  # fmt: skip
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
+    assert {"Homepage", "Documentation", "Source", "Issues"} <= set(urls)
+    assert all(u.startswith("https://github.com/") for u in urls.values())
+
+
+def test_the_urls_name_the_repository_the_readme_installs_from(wheel):
+    meta = email.parser.Parser().parsestr(dist_file(wheel, "METADATA"))
+    repo = {u.split(", ", 1)[1].split("/")[3:5][0] + "/" + u.split(", ", 1)[1].split("/")[4]
+            for u in meta.get_all("Project-URL")}  # fmt: skip
+    readme = (paths.REPO / "README.md").read_text()
+    mip = set(re.findall(r"mip install github:([\w.-]+/[\w.-]+)", readme))
+    assert len(repo) == 1 and mip == repo, (repo, mip)
+
+
+def test_entry_point_and_files(wheel):
+    eps = dist_file(wheel, "entry_points.txt")
+    assert re.search(r"(?m)^\[console_scripts\]\nmpfota = mpfota_host\.cli:main$", eps)
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    sources = {f"mpfota_host/{p.name}" for p in (HOST_TOOLS / "mpfota_host").glob("*.py")}
+    assert sources <= names
+    assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "device/"))]
+    licence = dist_file(wheel, "licenses/LICENSE")
+    assert licence == (paths.REPO / "LICENSE").read_text() == (HOST_TOOLS / "LICENSE").read_text()
+    assert licence.startswith("MIT License")
+
+
+def test_the_installed_command_runs(wheel, tmp_path):
+    target = tmp_path / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+         "--target", str(target), str(wheel)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import mpfota_host; print(mpfota_host.__file__)"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(target)), where.stdout + where.stderr
+    script = target / "bin" / "mpfota"
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                             env=env, cwd=tmp_path)  # fmt: skip
+    assert (version.returncode, version.stdout.strip()) == (0, f"mpfota {__version__}")
+    helped = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path)  # fmt: skip
+    assert helped.returncode == 0 and "examples:" in helped.stdout, helped.stderr
+    for command in ("board", "deploy", "serve", "server", "pack"):
+        assert re.search(rf"(?m)^    {command}\b", helped.stdout), command
