@@ -891,19 +891,26 @@ class Kit:
 
 
 def _seed(board: Path, files: dict[str, bytes], main: str | None, extra: str = "") -> None:
+    """Write files onto the board (one boot per file: the app holding a file's bytes is itself
+    a file on the board), then run `extra`, then install `main` as /main.py."""
     import base64
 
     from .errors import UserError
 
-    items = dict(files)
+    items = list(files.items())
     if main is not None:
-        items["/main.py"] = main.encode()
-    blobs = [(p, base64.b64encode(d).decode()) for p, d in items.items()]
+        items.append(("/main.py", main.encode()))
+    steps = [[it] for it in items if it[0] != "/main.py"]
+    last = [it for it in items if it[0] == "/main.py"]
     app = board.parent / f"{board.name}-seed.py"
-    app.write_text(f"FILES = {blobs!r}\n" + SEED + extra + "\nprint('seeded')\n")
-    res = vboard.boot(board, app=app, timeout=BOOT_TIMEOUT)
-    if res.code != 0 or "seeded" not in res.text:
-        raise UserError(f"seeding {board} failed (exit {res.code}):\n{res.text[-2000:]}")
+    for n, chunk in enumerate([*steps, None]):
+        blobs = [(p, base64.b64encode(d).decode()) for p, d in (chunk or last)]
+        code = f"FILES = {blobs!r}\n" + SEED + ("" if chunk else extra)
+        app.write_text(code + "\nprint('seeded')\n")
+        res = vboard.boot(board, app=app, timeout=BOOT_TIMEOUT)
+        if res.code != 0 or "seeded" not in res.text:
+            raise UserError(f"seeding {board} failed at step {n} (exit {res.code}):\n"
+                            f"{res.text[-2000:]}")
     app.unlink()
 
 

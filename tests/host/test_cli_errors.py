@@ -39,9 +39,14 @@ def run_cli(argv: list[str], cwd: Path, timeout: float = 30) -> Outcome:
     env = {**os.environ, "MPFOTA_SERVER_DATA": str(cwd / "server-data")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mpfota_host.cli", *argv],
-        cwd=cwd, env=env, text=True, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
         return Outcome(proc.returncode, out, err)
@@ -59,77 +64,88 @@ XFAIL_DATA = "server.py: serve --data on an impossible path ends in a traceback 
 XFAIL_LIMIT = "server.py: serve --daily-limit -3 is accepted and the server starts"
 
 LONG = "2.0.0-" + "x" * 20  # a version label over 20 characters
-# (id, argv, a fragment of the error line, xfail reason). Files made by `scratch`: body.bin
-# (3 bytes), app/main.py, good.pkg (a valid package), key.pem, board/ (a virtual board).
+PUB = "server publish --project K --firmware F"
+ALI = "aliyun-mock --pk a --dn b --version 1"
+PACK = "pack -o x.pkg --scripts app --bsp UNIX"
+
+
+@dataclass(frozen=True)
+class Case:
+    cid: str
+    args: str  # the command line after `mpfota`, shell-quoted
+    fragment: str  # a piece of the error line
+    xfail: str | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return shlex.split(self.args)
+
+
+# Files made by `scratch`: body.bin (3 bytes), app/main.py, good.pkg (a valid package),
+# key.pem / key.pub.pem, board/ (a virtual board).
 CASES = [
-    ("board-init-size", ["board", "init", "--flash", "b", "--slot-size", "12x"], "not a size", None),
-    ("board-init-fs", ["board", "init", "--flash", "b", "--fs-size", "1K"], "filesystem size", None),
-    ("board-init-core", ["board", "init", "--flash", "b", "--core", "missing.img"], "cannot read", None),
-    ("board-init-notimg", ["board", "init", "--flash", "b", "--core", "body.bin"], "too short", None),
-    ("board-init-version", ["board", "init", "--flash", "b", "--core-version", LONG], "longer than 20", None),
-    ("board-init-exists", ["board", "init", "--flash", "board"], "already holds a board", None),
-    ("board-run-app", ["board", "run", "--flash", "board", "missing.py"], "no such app file", None),
-    ("board-run-cut", ["board", "run", "--flash", "board", "--cut-after", "-1"], "1 or more", None),
-    ("board-run-boots", ["board", "run", "--flash", "board", "--max-boots", "x"], "whole number", None),
-    ("board-run-scale", ["board", "run", "--flash", "board", "--sleep-scale", "-1"], "negative", None),
-    ("board-run-file", ["board", "run", "--flash", "body.bin"], "cannot create a board", None),
-    ("board-serve-dir", ["board", "serve", "--flash", "body.bin/b"], "cannot create a board", None),
-    ("image-make-body", ["image", "make", "--version", "2.0.0", "missing", "-o", "x.img"], "cannot read", None),
-    ("image-make-empty", ["image", "make", "--version", "", "body.bin", "-o", "x.img"], "empty", None),
-    ("image-make-long", ["image", "make", "--version", LONG, "body.bin", "-o", "x.img"], "longer than 20", None),
-    ("image-make-out", ["image", "make", "--version", "2.0.0", "body.bin", "-o", "body.bin/x"], "cannot write", None),
-    ("image-info-missing", ["image", "info", "missing.img"], "cannot read", None),
-    ("image-info-short", ["image", "info", "body.bin"], "too short", None),
-    ("deploy-port", ["deploy", "--port", "no-such-tty"], "cannot query the board", None),
-    ("deploy-app", ["deploy", "--port", "no-such-tty", "--app", "missing.py"], "no such file", None),
-    ("demo-flash", ["demo", "--flash", "body.bin"], "not a virtual board", None),
-    ("bench-size", ["bench", "--sizes", "12Q"], "unknown size", None),
-    ("bench-repeat", ["bench", "--repeat", "0", "--no-delta"], "repeat", XFAIL_BENCH),
-    ("delta-missing", ["delta", "missing1", "missing2", "-o", "p.patch"], "cannot read", None),
-    ("delta-out", ["delta", "body.bin", "body.bin", "-o", "body.bin/p"], "cannot write", None),
-    ("aliyun-firmware", ["aliyun-mock", "--broker", "127.0.0.1:1", "--pk", "a", "--dn", "b",
-                         "--firmware", "missing.img", "--version", "1"], "cannot read", None),
-    ("aliyun-broker", ["aliyun-mock", "--broker", "nonsense", "--pk", "a", "--dn", "b",
-                       "--firmware", "body.bin", "--version", "1"], "HOST:PORT", None),
-    ("pack-nothing", ["pack", "-o", "x.pkg"], "nothing to pack", None),
-    ("pack-core", ["pack", "-o", "x.pkg", "--core", "missing.img", "--project", "D", "--bsp", "UNIX",
-                   "--core-version", "2.0.0"], "cannot read", None),
-    ("pack-version", ["pack", "-o", "x.pkg", "--scripts", "app", "--script-version", "1.2",
-                      "--bsp", "UNIX", "--no-compile"], "001.000.001", None),
-    ("pack-counter", ["pack", "-o", "x.pkg", "--scripts", "app", "--counter", "-5", "--bsp", "UNIX",
-                      "--no-compile"], "counter", None),
-    ("pack-mpy", ["pack", "-o", "x.pkg", "--scripts", "app", "--mpy-version", "abc", "--bsp",
-                  "UNIX"], "--mpy-version", None),
-    ("pack-key", ["pack", "-o", "x.pkg", "--scripts", "app", "--key", "body.bin", "--bsp", "UNIX",
-                  "--no-compile"], "PEM", None),
-    ("pack-out", ["pack", "-o", "body.bin/x.pkg", "--scripts", "app", "--bsp", "UNIX",
-                  "--no-compile"], "cannot write", None),
-    ("keygen-exists", ["keygen", "-o", "key"], "exists", None),
-    ("keygen-out", ["keygen", "-o", "body.bin/k"], "cannot write", None),
-    ("keygen-bits", ["keygen", "-o", "k2", "--bits", "1000"], "invalid choice", None),
-    ("inspect-missing", ["inspect", "missing.pkg"], "cannot read", None),
-    ("inspect-short", ["inspect", "body.bin"], "header", None),
-    ("inspect-key", ["inspect", "good.pkg", "--key", "key.pem"], "not a public key", None),
-    ("scenario-number", ["scenario", "7"], "invalid choice", None),
-    ("scenario-flash", ["scenario", "1", "--flash", "app"], "not a virtual board", None),
-    ("serve-port", ["serve", "--port", "99999"], "port", XFAIL_PORT),
-    ("serve-data", ["serve", "--port", "0", "--data", "body.bin/d"], "body.bin/d", XFAIL_DATA),
-    ("serve-limit", ["serve", "--port", "0", "--daily-limit", "-3"], "daily-limit", XFAIL_LIMIT),
-    ("serve-redirect", ["serve", "--port", "0", "--redirect-base", "notaurl"], "http(s)", None),
-    ("publish-version", ["server", "publish", "--project", "K", "--firmware", "F", "--version", "1.2",
-                         "body.bin"], "xxx.yyy.zzz", None),
-    ("publish-file", ["server", "publish", "--project", "K", "--firmware", "F", "--version",
-                      "001.000.001", "missing.bin"], "no such file", None),
-    ("publish-core", ["server", "publish", "--project", "K", "--firmware", "F", "--version",
-                      "001.000.001", "--core", "abc", "body.bin"], "core version", None),
-    ("server-retract", ["server", "retract", "--project", "K", "--firmware", "F", "--version",
-                        "9.9.9"], "no release", None),
-    ("server-data", ["server", "devices", "--data", "body.bin/d"], "cannot open", None),
-    ("server-allow", ["server", "allow", "ID1"], "--project", None),
-    ("load-devices", ["serve-load", "--devices", "0"], "--devices", None),
-    ("load-size", ["serve-load", "--size", "12Q"], "invalid int", None),
-    ("load-seconds", ["serve-load", "--seconds", "-1"], "--seconds", None),
-    ("unknown-command", ["nosuchcmd"], "invalid choice", None),
+    Case("board-init-size", "board init --flash b --slot-size 12x", "not a size"),
+    Case("board-init-fs", "board init --flash b --fs-size 1K", "filesystem size"),
+    Case("board-init-core", "board init --flash b --core missing.img", "cannot read"),
+    Case("board-init-notimg", "board init --flash b --core body.bin", "too short"),
+    Case("board-init-version", f"board init --flash b --core-version {LONG}", "longer than 20"),
+    Case("board-init-exists", "board init --flash board", "already holds a board"),
+    Case("board-run-app", "board run --flash board missing.py", "no such app file"),
+    Case("board-run-cut", "board run --flash board --cut-after -1", "1 or more"),
+    Case("board-run-boots", "board run --flash board --max-boots x", "whole number"),
+    Case("board-run-scale", "board run --flash board --sleep-scale -1", "negative"),
+    Case("board-run-file", "board run --flash body.bin", "cannot create a board"),
+    Case("board-serve-dir", "board serve --flash body.bin/b", "cannot create a board"),
+    Case("image-make-body", "image make --version 2.0.0 missing -o x.img", "cannot read"),
+    Case("image-make-empty", "image make --version '' body.bin -o x.img", "empty"),
+    Case("image-make-long", f"image make --version {LONG} body.bin -o x.img", "longer than 20"),
+    Case("image-make-out", "image make --version 2.0.0 body.bin -o body.bin/x", "cannot write"),
+    Case("image-info-missing", "image info missing.img", "cannot read"),
+    Case("image-info-short", "image info body.bin", "too short"),
+    Case("deploy-port", "deploy --port no-such-tty", "cannot query the board"),
+    Case("deploy-app", "deploy --port no-such-tty --app missing.py", "no such file"),
+    Case("demo-flash", "demo --flash body.bin", "not a virtual board"),
+    Case("bench-size", "bench --sizes 12Q", "unknown size"),
+    Case("bench-repeat", "bench --repeat 0 --no-delta", "repeat", XFAIL_BENCH),
+    Case("delta-missing", "delta missing1 missing2 -o p.patch", "cannot read"),
+    Case("delta-out", "delta body.bin body.bin -o body.bin/p", "cannot write"),
+    Case("aliyun-firmware", f"{ALI} --broker 127.0.0.1:1 --firmware missing.img", "cannot read"),
+    Case("aliyun-broker", f"{ALI} --broker nonsense --firmware body.bin", "HOST:PORT"),
+    Case("pack-nothing", "pack -o x.pkg", "nothing to pack"),
+    Case("pack-core", "pack -o x --core missing.img --project D --bsp UNIX --core-version 2.0.0",
+         "cannot read"),
+    Case("pack-version", f"{PACK} --script-version 1.2 --no-compile", "001.000.001"),
+    Case("pack-counter", f"{PACK} --counter -5 --no-compile", "counter"),
+    Case("pack-mpy", f"{PACK} --mpy-version abc", "--mpy-version"),
+    Case("pack-key", f"{PACK} --key body.bin --no-compile", "PEM"),
+    Case("pack-out", "pack -o body.bin/x.pkg --scripts app --bsp UNIX --no-compile",
+         "cannot write"),
+    Case("keygen-exists", "keygen -o key", "exists"),
+    Case("keygen-out", "keygen -o body.bin/k", "cannot write"),
+    Case("keygen-bits", "keygen -o k2 --bits 1000", "invalid choice"),
+    Case("inspect-missing", "inspect missing.pkg", "cannot read"),
+    Case("inspect-short", "inspect body.bin", "header"),
+    Case("inspect-key", "inspect good.pkg --key key.pem", "not a public key"),
+    Case("scenario-number", "scenario 7", "invalid choice"),
+    Case("scenario-flash", "scenario 1 --flash app", "not a virtual board"),
+    Case("serve-port", "serve --port 99999", "port", XFAIL_PORT),
+    Case("serve-data", "serve --port 0 --data body.bin/d", "body.bin/d", XFAIL_DATA),
+    Case("serve-limit", "serve --port 0 --daily-limit -3", "daily-limit", XFAIL_LIMIT),
+    Case("serve-redirect", "serve --port 0 --redirect-base notaurl", "http(s)"),
+    Case("publish-version", f"{PUB} --version 1.2 body.bin", "xxx.yyy.zzz"),
+    Case("publish-file", f"{PUB} --version 001.000.001 missing.bin", "no such file"),
+    Case("publish-core", f"{PUB} --version 001.000.001 --core abc body.bin", "core version"),
+    Case("server-retract", "server retract --project K --firmware F --version 9.9.9",
+         "no release"),
+    Case("server-data", "server devices --data body.bin/d", "cannot open"),
+    Case("server-allow", "server allow ID1", "--project"),
+    Case("load-devices", "serve-load --devices 0", "--devices"),
+    Case("load-size", "serve-load --size 12Q", "invalid int"),
+    Case("load-seconds", "serve-load --seconds -1", "--seconds"),
+    Case("sweep-kind", "sweep --kinds nosuch", "unknown kind"),
+    Case("sweep-layout", "sweep --layouts z", "unknown layout"),
+    Case("sweep-sample", "sweep --sample 0 --kinds core", "--sample"),
+    Case("unknown-command", "nosuchcmd", "invalid choice"),
 ]  # fmt: skip
 
 
@@ -178,17 +194,15 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
     # with a time limit, meanwhile the others run in this process.
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {
-            cid: pool.submit(run_cli, argv, root, 5)
-            for cid, argv, _, _ in CASES
-            if argv[0] == "serve"
+            c.cid: pool.submit(run_cli, c.argv, root, 5) for c in CASES if c.argv[0] == "serve"
         }
         results = {}
         old = os.environ.get("MPFOTA_SERVER_DATA")
         os.environ["MPFOTA_SERVER_DATA"] = str(root / "server-data")
         try:
-            for cid, argv, _, _ in CASES:
-                if cid not in futures:
-                    results[cid] = run_in_process(argv, root)
+            for c in CASES:
+                if c.cid not in futures:
+                    results[c.cid] = run_in_process(c.argv, root)
         finally:
             if old is None:
                 os.environ.pop("MPFOTA_SERVER_DATA")
@@ -198,16 +212,14 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
     return results
 
 
-@pytest.mark.parametrize(
-    "cid, fragment",
-    [
-        pytest.param(c, frag, id=c,
-                     marks=[pytest.mark.xfail(reason=x, strict=True)] if x else [])
-        for c, _, frag, x in CASES
-    ],
-)  # fmt: skip
-def test_bad_input_is_one_line_and_exit_2(outcomes, cid, fragment):
-    o = outcomes[cid]
+def _case_param(c: Case):
+    marks = [pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else []
+    return pytest.param(c, id=c.cid, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_case_param(c) for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(outcomes, case):
+    o, fragment = outcomes[case.cid], case.fragment
     assert "Traceback" not in o.out + o.err, o.err
     assert o.code == 2, f"exit {o.code}\n{o.out}\n{o.err}"
     lines = [ln for ln in o.err.splitlines() if ln.strip()]
@@ -218,7 +230,7 @@ def test_bad_input_is_one_line_and_exit_2(outcomes, cid, fragment):
 
 
 def test_every_subcommand_has_a_bad_input_case():
-    covered = {argv[0] for _, argv, _, _ in CASES}
+    covered = {c.argv[0] for c in CASES}
     commands = {name.split()[0] for name, _ in walk(cli.build_parser()) if name}
     assert commands <= covered, f"no bad-input case for {sorted(commands - covered)}"
 
@@ -279,12 +291,21 @@ HELPS = list(walk(cli.build_parser()))
 @pytest.mark.parametrize(
     "name, parser",
     [
-        pytest.param(n, p, id=n or "mpfota", marks=[pytest.mark.xfail(
-            reason=f"{NO_EXAMPLES[n]}: `mpfota {n} -h` has no examples", strict=True)]
-            if n in NO_EXAMPLES else [])
+        pytest.param(
+            n,
+            p,
+            id=n or "mpfota",
+            marks=[
+                pytest.mark.xfail(
+                    reason=f"{NO_EXAMPLES[n]}: `mpfota {n} -h` has no examples", strict=True
+                )
+            ]
+            if n in NO_EXAMPLES
+            else [],
+        )
         for n, p in HELPS
     ],
-)  # fmt: skip
+)
 def test_every_help_has_examples(name, parser):
     assert examples(parser.format_help()), f"`mpfota {name} -h` shows no example"
 

