@@ -120,6 +120,7 @@ ESP32_PACKAGE = "boards/esp32/package.json"
 def closure(names: Iterable[str]) -> list[Feature]:
     """The named features and every feature they need, needed ones first."""
     out: list[Feature] = []
+    visiting: list[str] = []
 
     def add(name: str) -> None:
         if name not in BY_NAME:
@@ -127,8 +128,12 @@ def closure(names: Iterable[str]) -> list[Feature]:
         feature = BY_NAME[name]
         if feature in out:
             return
+        if name in visiting:
+            raise ValueError(f"features need each other: {' -> '.join([*visiting, name])}")
+        visiting.append(name)
         for need in feature.requires:
             add(need)
+        visiting.pop()
         out.append(feature)
 
     for name in names:

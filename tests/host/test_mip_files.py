@@ -241,3 +241,14 @@ def test_what_mpremote_fetches_for_a_github_url_is_a_repository_file(spec):
         head = f"https://{prefix}{branch or 'HEAD'}/"
         assert fetched.startswith(head), fetched
         assert (paths.REPO / fetched[len(head) :]).is_file(), fetched
+
+
+def test_closure_orders_needs_first_and_refuses_unknown_or_cyclic(monkeypatch):
+    assert [f.name for f in mippkg.closure(["update"])] == ["engine", "libfota2", "update"]
+    with pytest.raises(ValueError, match="unknown feature"):
+        mippkg.closure(["nosuch"])
+    a = mippkg.Feature("a", "", (), requires=("b",))
+    b = mippkg.Feature("b", "", (), requires=("a",))
+    monkeypatch.setattr(mippkg, "BY_NAME", {"a": a, "b": b})
+    with pytest.raises(ValueError, match="a -> b -> a"):
+        mippkg.closure(["a"])
