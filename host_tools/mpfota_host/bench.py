@@ -134,6 +134,8 @@ def download_figures(sizes: list[str], repeat: int) -> Iterator[tuple[str, str]]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.repeat < 1:
+        raise UserError(f"--repeat {args.repeat}: at least one run of each loop is needed")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:

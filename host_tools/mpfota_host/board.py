@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import boardpty, image, vboard
 from .errors import UserError
+from .helptext import examples
 
 
 def _size(text: str) -> int:
@@ -126,10 +127,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("board", help="the virtual board: init, run, serve")
+    parser = subparsers.add_parser(
+        "board", help="the virtual board: init, run, serve",
+        **examples("mpfota board init --flash /tmp/b1 --slot-size 1M",
+                   "mpfota board run --flash /tmp/b1 app.py",
+                   "mpfota board serve --flash /tmp/b1"),
+    )
     sub = parser.add_subparsers(dest="board_command", metavar="ACTION", required=True)
 
-    init = sub.add_parser("init", help="create a board directory (board.json + flash.bin)")
+    init = sub.add_parser(
+        "init", help="create a board directory (board.json + flash.bin)",
+        **examples("mpfota board init --flash /tmp/b1",
+                   "mpfota board init --flash /tmp/b2 --slot-size 640K --fs-size 256K "
+                   "--core core.img --force"),
+    )
     init.add_argument("--flash", required=True, metavar="DIR", help="board directory")
     init.add_argument(
         "--slot-size",
@@ -153,7 +164,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument("--force", action="store_true", help="replace an existing board")
     init.set_defaults(func=cmd_init)
 
-    run = sub.add_parser("run", help="boot the board (again after resets) until the app ends")
+    run = sub.add_parser(
+        "run", help="boot the board (again after resets) until the app ends",
+        **examples("mpfota board run --flash /tmp/b1 app.py",
+                   "mpfota board run --flash /tmp/b1 --cut-after 25   power cut after op 25",
+                   "mpfota board run --flash /tmp/b1 --sleep-scale 0.001 --max-boots 5"),
+    )
     run.add_argument(
         "--flash", required=True, metavar="DIR", help="board directory (created if new)"
     )
@@ -181,7 +197,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.set_defaults(func=cmd_run)
 
-    serve = sub.add_parser("serve", help="expose the board's REPL on a pty (for mpremote)")
+    serve = sub.add_parser(
+        "serve", help="expose the board's REPL on a pty (for mpremote)",
+        **examples("mpfota board serve --flash /tmp/b1",
+                   "mpfota board serve --flash /tmp/b1 --no-frozen   only what is in /lib"),
+    )
     serve.add_argument(
         "--flash", required=True, metavar="DIR", help="board directory (created if new)"
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 from . import paths
 from .errors import UserError
 from .progress import Progress
+from .helptext import examples
 
 BUILD = paths.REPO / "build" / "deploy"
 QUERY = "import sys; print('MPFOTA', getattr(sys.implementation, '_mpy', 0), sys.platform)"
@@ -168,13 +169,16 @@ def check_native(files: list[tuple[Path, str]], target: Target, port: str) -> No
 
 def sources(board: str) -> list[tuple[Path, str]]:
     """(host .py file, path under /lib) for everything the board needs beyond its firmware."""
-    found: list[tuple[Path, str]] = []
-    roots = [paths.DEVICE, paths.DEPS]
-    for root in roots:
-        if root.is_dir():
-            for src in sorted(root.rglob("*.py")):
-                if "__pycache__" not in src.parts:
-                    found.append((src, src.relative_to(root).as_posix()))
+    from . import mippkg
+
+    # Every device module (the mip feature list: not manifest.py or other build files), and the
+    # fetched dependencies.
+    every = [f.name for f in mippkg.FEATURES]
+    found = [(paths.DEVICE / rel, rel) for rel in mippkg.modules(every)]
+    if paths.DEPS.is_dir():
+        for src in sorted(paths.DEPS.rglob("*.py")):
+            if "__pycache__" not in src.parts:
+                found.append((src, src.relative_to(paths.DEPS).as_posix()))
     if board == "esp32":
         for src in sorted((paths.BOARDS / "esp32").glob("*.py")):
             found.append((src, src.name))
@@ -321,7 +325,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "deploy", help="compile device/ with mpy-cross and copy it to a board"
+        "deploy", help="compile device/ with mpy-cross and copy it to a board",
+        **examples("mpfota deploy --port /dev/ttyUSB0",
+                   "mpfota deploy --port /dev/pts/7 --app main.py   the pty of board serve"),
     )
     parser.add_argument(
         "--port", required=True, help="serial port (or the pty of `mpfota board serve`)"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .helptext import examples
 
 MAGIC = b"MPFI"
 HEADER_SIZE = 64
@@ -143,15 +144,21 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("image", help="build or inspect a unix-board core image")
+    parser = subparsers.add_parser(
+        "image", help="build or inspect a unix-board core image",
+        **examples("mpfota image make --version 2.0.0 body.bin -o core.img",
+                   "mpfota image info core.img"),
+    )
     sub = parser.add_subparsers(dest="image_command", metavar="ACTION", required=True)
 
-    make = sub.add_parser("make", help="wrap a body file into a core image")
+    make = sub.add_parser("make", help="wrap a body file into a core image",
+                          **examples("mpfota image make --version 2.0.0 body.bin -o core.img"))
     make.add_argument("body", metavar="BODY", help="file holding the image body")
     make.add_argument("--version", required=True, help=f"version label (ASCII, <= {VERSION_SIZE})")
     make.add_argument("-o", "--output", required=True, metavar="IMG", help="image file to write")
     make.set_defaults(func=cmd_make)
 
-    info = sub.add_parser("info", help="print and verify an image's header")
+    info = sub.add_parser("info", help="print and verify an image's header",
+                          **examples("mpfota image info core.img"))
     info.add_argument("image", metavar="IMG")
     info.set_defaults(func=cmd_info)

@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 from . import deploy, esp32image, image, paths
 from .errors import UserError
 from .progress import Progress
+from .helptext import examples
 
 MAGIC = b"MPFP"
 FORMAT = 1
@@ -900,7 +901,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pack = subparsers.add_parser("pack", help="build an update package (core and/or scripts)")
+    pack = subparsers.add_parser(
+        "pack", help="build an update package (core and/or scripts)",
+        **examples("mpfota pack -o app.pkg --scripts app/ --bsp UNIX --mpy-version 6.3",
+                   "mpfota pack -o core.pkg --core new.img --delta-from old.img --project DEMO "
+                   "--firmware-name DEMO_LuatOS-SoC_UNIX_1 --key signing.pem"),
+    )
     pack.add_argument("-o", "--output", required=True, metavar="PKG", help="package to write")
     pack.add_argument("--core", metavar="IMG", help="full core image to include")
     pack.add_argument("--delta-from", metavar="OLD",
@@ -930,14 +936,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--no-compile", action="store_true", help="pack .py sources as they are")
     pack.set_defaults(func=cmd_pack)
 
-    keygen = subparsers.add_parser("keygen", help="make an RSA key pair to sign packages")
+    keygen = subparsers.add_parser("keygen", help="make an RSA key pair to sign packages",
+                                   **examples("mpfota keygen -o signing"))
     keygen.add_argument("-o", "--output", required=True, metavar="NAME",
                         help="writes NAME.pem (private) and NAME.pub.pem (public)")
     keygen.add_argument("--bits", type=int, default=2048, choices=(2048, 3072, 4096))
     keygen.add_argument("--force", action="store_true", help="replace existing files")
     keygen.set_defaults(func=cmd_keygen)
 
-    inspect = subparsers.add_parser("inspect", help="show and verify an update package")
+    inspect = subparsers.add_parser(
+        "inspect", help="show and verify an update package",
+        **examples("mpfota inspect app.pkg --key signing.pub.pem", "mpfota inspect app.pkg --json"),
+    )
     inspect.add_argument("package", metavar="PKG")
     inspect.add_argument("--key", metavar="PUB", help="public key to check the signature with")
     inspect.add_argument("--json", action="store_true", help="print the manifest as JSON")

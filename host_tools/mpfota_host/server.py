@@ -44,6 +44,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from .errors import UserError
 from .serverdb import ANY_CORE, Package, Store, canonical_core, version_rules
+from .helptext import examples
 
 # The IoT platform's answers when there is no upgrade (libfota2.lua's table), and the HTTP
 # status this server sends each with (any status >= 300 means "no upgrade" to the clients;
@@ -579,7 +580,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=ADMIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     asub = a.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    pub = asub.add_parser("publish", help="add a package to a release (creating the release)")
+    pub = asub.add_parser(
+        "publish", help="add a package to a release (creating the release)",
+        **examples("mpfota server publish app.pkg",
+                   "mpfota server publish --project KEY --firmware FOTA2_DEMO_LuatOS-SoC_UNIX "
+                   "--version 001.000.001 --core 2.0.0 --from-core 1.0.0 core.pkg"))
     _data_arg(pub)
     pub.add_argument("--project", help="project_key the devices send")
     pub.add_argument("--firmware", help="firmware_name the devices send")
@@ -594,18 +599,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "(mpfota pack) supplies the fields its manifest has")
     pub.set_defaults(func=cmd_publish)
 
-    rel = asub.add_parser("releases", help="list releases and their packages")
+    rel = asub.add_parser("releases", help="list releases and their packages",
+                          **examples("mpfota server releases --data /srv/fota"))
     _data_arg(rel)
     rel.set_defaults(func=cmd_releases)
 
-    ret = asub.add_parser("retract", help="withdraw a release")
+    ret = asub.add_parser("retract", help="withdraw a release", **examples(
+        "mpfota server retract --project KEY --firmware FW --version 001.000.001"))
     _data_arg(ret)
     ret.add_argument("--project", required=True)
     ret.add_argument("--firmware", required=True)
     ret.add_argument("--version", required=True)
     ret.set_defaults(func=cmd_retract)
 
-    dev = asub.add_parser("devices", help="list the devices seen")
+    dev = asub.add_parser("devices", help="list the devices seen",
+                          **examples("mpfota server devices", "mpfota server devices --json"))
     _data_arg(dev)
     dev.add_argument("--json", action="store_true", help="JSON lines")
     dev.set_defaults(func=cmd_devices)
@@ -614,7 +622,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  ("unban", "lift bans (21 and the cyclic 40)", cmd_unban),
                                  ("forget", "drop devices' registration, counters and bans",
                                   cmd_forget)):
-        s = asub.add_parser(name, help=helptext)
+        s = asub.add_parser(name, help=helptext,
+                            **examples(f"mpfota server {name} 867361302685621"))
         _data_arg(s)
         s.add_argument("devices", nargs="+", metavar="ID", help="imei / mac / uid")
         s.set_defaults(func=func)
@@ -622,7 +631,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, helptext, func in (
             ("allow", "add devices to a project's allow-list (none given: list it)", cmd_allow),
             ("disallow", "remove devices from a project's allow-list", cmd_disallow)):
-        s = asub.add_parser(name, help=helptext)
+        s = asub.add_parser(name, help=helptext, **examples(
+            f"mpfota server {name} --project KEY 867361302685621"))
         _data_arg(s)
         s.add_argument("--project", required=name == "disallow")
         s.add_argument("devices", nargs="*", metavar="ID")
@@ -647,9 +657,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     redirect = args.redirect_base
     if redirect and not urlsplit(redirect).scheme.startswith("http"):
         raise UserError(f"--redirect-base {redirect!r}: expected an http(s):// URL")
-    srv = FotaServer(args.data, host=args.host, port=args.port, redirect_base=redirect,
-                     daily_limit=args.daily_limit, log=(lambda line: None) if args.quiet else None)
-    srv.start()
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: expected 0..65535")
+    if args.daily_limit < 0:
+        raise UserError(f"--daily-limit {args.daily_limit}: expected 0 (no limit) or more")
+    try:
+        srv = FotaServer(args.data, host=args.host, port=args.port, redirect_base=redirect,
+                         daily_limit=args.daily_limit,
+                         log=(lambda line: None) if args.quiet else None)
+        srv.start()
+    except OSError as exc:
+        raise UserError(f"cannot serve from {args.data} on {args.host}:{args.port}: "
+                        f"{exc.strerror or exc}") from None
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     print(f"mpfota serve: {srv.base} (data {Path(args.data).resolve()})"

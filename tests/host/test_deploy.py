@@ -124,3 +124,12 @@ def test_deploy_to_a_missing_port_is_one_line(tmp_path):
     proc = mpfota("deploy", "--port", str(tmp_path / "no-such-tty"), timeout=60)
     assert proc.returncode == 2
     assert "cannot query the board" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sources_are_the_device_modules_and_no_build_files():
+    from mpfota_host import deploy
+
+    rels = [rel for _, rel in deploy.sources("unix")]
+    assert "manifest.py" not in rels
+    assert "fota.py" in rels and "mpfota/download.py" in rels and "umqtt/simple.py" in rels
+    assert len(rels) == len(set(rels))
