@@ -6,7 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
+# The repository around this package, or (an installed wheel) the copy of its device code,
+# boards and bench scripts that the build put in mpfota_host/_repo (host_tools/setup.py).
 REPO = Path(__file__).resolve().parents[2]
+if not (REPO / "device").is_dir() and (Path(__file__).parent / "_repo" / "device").is_dir():
+    REPO = Path(__file__).resolve().parent / "_repo"
 DEVICE = REPO / "device"
 BOARDS = REPO / "boards"
 DEPS = REPO / "deps"
