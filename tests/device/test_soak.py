@@ -7,7 +7,7 @@
 import vb
 
 TIMEOUT = 240
-HEAPSIZE = "1M"
+HEAPSIZE = "256K"
 
 CHECKS = 1000
 HEAP_SLACK = 512  # bytes: fragmentation noise allowed between the two hundreds
