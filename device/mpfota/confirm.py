@@ -23,8 +23,14 @@ def running_label():
 
 
 def arm(part, version=None):
-    state.save(_RECORD, {"slot": _label(part), "from": running_label(), "version": version})
+    # The record is written before set_boot() (so a new image always finds it) and marked
+    # "armed" after it: a power cut between the two leaves an unarmed record, which status()
+    # does not take for a rollback when the old slot boots again.
+    rec = {"slot": _label(part), "from": running_label(), "version": version, "armed": False}
+    state.save(_RECORD, rec)
     part.set_boot()
+    rec["armed"] = True
+    state.save(_RECORD, rec)
 
 
 def status():
@@ -46,7 +52,7 @@ def _core_status():
     running = running_label()
     if running == rec["slot"]:
         return "pending"
-    if running == rec["from"]:
+    if running == rec["from"] and rec.get("armed", True):
         return "rolled_back"
     return "valid"
 
@@ -72,6 +78,8 @@ def check_boot():
         log.error("fota", "update to", rec["slot"], "was not confirmed: rolled back to",
                   rec["from"])
         state.clear(_RECORD)
+    elif s == "valid" and state.load(_RECORD) is not None:
+        state.clear(_RECORD)  # a switch the power cut short: set_boot() never happened
     elif s == "pending":
         log.warn("fota", "running a new image that is not confirmed yet")
     return s

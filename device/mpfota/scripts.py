@@ -213,11 +213,22 @@ def apply_at_boot():
                 return status()
         _swap(rec)
     elif s == "swapping":
-        log.warn("fota", "finishing an interrupted script swap")
-        _run_swap(rec)
+        if _core_gone(rec):
+            _revert(rec)
+        else:
+            log.warn("fota", "finishing an interrupted script swap")
+            _run_swap(rec)
     elif s == "pending":
-        log.error("fota", "script set", rec["new"]["version"], "was not confirmed: rolling back")
-        _revert(rec)
+        if rec.get("core") is not None and not _core_gone(rec):
+            # The core this set came with booted again, so it was confirmed (an unconfirmed
+            # core is rolled back by the bootloader): the power failed between the core's
+            # confirmation and the script set's. Finish it.
+            log.warn("fota", "script set", rec["new"]["version"], "confirmed with its core")
+            confirm()
+        else:
+            log.error("fota", "script set", rec["new"]["version"], "was not confirmed: "
+                      "rolling back")
+            _revert(rec)
     elif s == "reverting":
         log.warn("fota", "finishing an interrupted script rollback")
         _run_revert(rec)
@@ -226,6 +237,20 @@ def apply_at_boot():
             if _exists(d):
                 _wipe(d)  # left over by a cut during an install or a confirm
     return status()
+
+
+def _core_gone(rec):
+    # True when the set needs a core that is not the one running (its core was rolled back).
+    need = rec.get("core")
+    if need is None:
+        return False
+    import board
+
+    if board.core_version() == need:
+        return False
+    log.error("fota", "script set", rec["new"]["version"], "needs core", need, "but core",
+              board.core_version(), "booted: rolling the script set back")
+    return True
 
 
 def _swap(rec):

@@ -10,7 +10,7 @@ from sweep import known_xfail, problems, sweep_results  # noqa: F401
 
 
 @pytest.mark.slow
-def test_power_cut_at_every_flash_operation_of_a_delta_update(sweep_results):
+def test_power_cut_at_every_flash_operation_of_a_delta_update(sweep_results):  # noqa: F811
     reports = sweep_results("delta")
     every = reports[0]
     assert every.ops > 20, f"the update should take many flash operations, saw {every.ops}"

@@ -2,18 +2,22 @@
 text: each one returns a defined value or raises its own documented error, never anything else
 (docs/security.md, docs/reliability.md).
 
-| input (who controls it) | parser (device/) | documented error |
-|---|---|---|
-| HTTP status line, headers, chunk sizes, ranges (any server, a proxy) | mpfota/httpparse.py | ParseError |
-| URLs and Location (servers, TCP commands, the Aliyun job) | httpparse.split_url, resolve_location | ParseError |
-| versions, firmware names (manifests, servers) | mpfota/version.py | (none: values) |
-| libfota2 options and platform answers | libfota2.py prepare, iot_code, version rules | ConfigError |
-| the older update module's answers and URL | update.py answer_of, build_url, luat_core | ConfigError |
-| the TCP command line | triggers/tcp.py parse, json_error | (none: a reply dict) |
-| the Aliyun upgrade JSON | aliyun_ota.parse_job | BadJob |
-| a delta patch header | mpfota/deltafmt.parse_header | PatchError |
-| a package header, manifest, entry, path; target checks | mpfota/package.py | PackageError |
-| a package signature and a key file | mpfota/rsa.py verify, load_public_key | (False) / ValueError |
+Inputs (who controls them) -> parser (device/) -> its documented error:
+
+- HTTP status line, headers, chunk sizes, ranges (any server or proxy) -> mpfota/httpparse.py
+  -> ParseError; URLs and Location (servers, TCP commands, Aliyun jobs) -> split_url,
+  resolve_location -> ParseError;
+- versions and firmware names (manifests, servers) -> mpfota/version.py -> values only;
+- libfota2 options and platform answers -> libfota2.prepare, iot_code, version rules
+  -> ConfigError; the older update module's answers and URL -> update.answer_of, build_url,
+  luat_core -> ConfigError;
+- the TCP command line -> triggers/tcp.parse, json_error -> a reply dict;
+- the Aliyun upgrade JSON -> aliyun_ota.parse_job -> BadJob;
+- a delta patch header -> mpfota/deltafmt.parse_header -> PatchError;
+- a package header, manifest, entry, path, and the target checks -> mpfota/package.py
+  -> PackageError;
+- a package signature and a key file -> mpfota/rsa.verify (False), load_public_key
+  -> ValueError.
 
 A bounded run is part of `make test` (derandomized, fixed example counts, a few seconds);
 `make fuzz` sets MPFOTA_FUZZ_EXAMPLES (examples per target) and runs with random seeds.

@@ -20,7 +20,7 @@ EVIDENCE = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["core", "combined", "rollback", "resume"])
-def test_power_cut_sweep(kind, sweep_results):
+def test_power_cut_sweep(kind, sweep_results):  # noqa: F811
     reports = sweep_results(kind)
     for rep in reports:
         assert rep.ops > 20, f"{rep.label}: the update should take many flash operations"
@@ -35,7 +35,7 @@ def test_power_cut_sweep(kind, sweep_results):
     known_xfail(kind, problems(reports))
 
 
-def test_reliability_report(sweep_results):
+def test_reliability_report(sweep_results):  # noqa: F811
     """Every kind's sample, added up: the figures of docs/reliability.md, written to
     build/reliability.txt (and printed with pytest -s)."""
     reports = [rep for kind in powercut.KINDS for rep in sweep_results(kind)]

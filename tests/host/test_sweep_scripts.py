@@ -11,7 +11,7 @@ from sweep import known_xfail, problems, sweep_results  # noqa: F401
 
 
 @pytest.mark.slow
-def test_power_cut_at_every_flash_operation_of_a_script_update(sweep_results):
+def test_power_cut_at_every_flash_operation_of_a_script_update(sweep_results):  # noqa: F811
     reports = sweep_results("scripts")
     every = reports[0]
     assert every.ops > 50, f"the update should take many flash operations, saw {every.ops}"
