@@ -33,6 +33,17 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests
+	-@cat build/reliability.txt 2>/dev/null
+
+# The whole power-cut sweep (every cut point, every update kind, both layouts, nested cuts).
+sweep: setup
+	$(VENV)/bin/mpfota sweep --full --report build/reliability-full.txt
+
+# Longer fuzzing runs than the bounded ones in make test.
+MPFOTA_FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	MPFOTA_FUZZ_EXAMPLES=$(MPFOTA_FUZZ_EXAMPLES) $(PY) -m pytest -q tests/host/test_fuzz_parsers.py \
+	  tests/host/test_fuzz_http_client.py tests/host/test_fuzz_package.py
 
 bench: setup
 	$(VENV)/bin/mpfota bench

@@ -102,3 +102,12 @@ class UpdateServer:
 @pytest.fixture(scope="session")
 def update_server(http_server):
     return UpdateServer(http_server)
+
+
+@pytest.fixture(scope="session")
+def tls_update_server(tls_server):
+    """tls_server with the core image "core-2.0.0" (for the default test board) registered."""
+    from mpfota_host import image
+
+    tls_server.add_blob("core-2.0.0", image.make_image(core_body("2.0.0"), "2.0.0"))
+    return tls_server

@@ -637,7 +637,8 @@ KIND_HELP = {
     "core": "a full core image over HTTP: download, verify, switch, reset, confirm",
     "delta": "a delta patch from the filesystem applied into the spare slot, switch, confirm",
     "scripts": "a script-set package: stage, boot-time swap under the journal, confirm",
-    "combined": "a package with a core and a script set, switched and confirmed together",
+    "combined": "a package with a core and a script set, downloaded over HTTP (download.fetch), "
+                "switched and confirmed together",
     "rollback": "the confirm/rollback boots: the new core fails its first health check, is "
                 "rolled back, downloaded again and confirmed",
     "resume": "a core download that saves its resume record every 8 KiB (power-cut resume)",
@@ -810,9 +811,16 @@ if any(m != VERSION for m in mods) or board.core_version() != {core!r}:
     raise SystemExit(1)
 scripts.check_boot()
 confirm.check_boot()
-package.install_file("/pkg/update.pkg", project=PROJECT, version=VERSION)
+{install}
 board.reset()
 """
+INSTALL_FILE = 'package.install_file("/pkg/update.pkg", project=PROJECT, version=VERSION)'
+INSTALL_HTTP = """import asyncio
+from mpfota import download
+r = asyncio.run(download.fetch({url!r}, package={{"project": PROJECT, "version": VERSION}}))
+if r.status != 200 or r.manifest is None:
+    print("no package: HTTP", r.status, r.body)
+    raise SystemExit(1)"""
 
 MAIN_NEW = """PROJECT = {project!r}
 VERSION = {version!r}
@@ -836,11 +844,14 @@ print({done!r}, VERSION, board.core_version())
 """
 
 
-def script_set(version: str, core: str, new: bool) -> dict[str, bytes]:
-    """The files of one script set (board paths without the leading /)."""
+def script_set(version: str, core: str, new: bool, install: str = INSTALL_FILE
+               ) -> dict[str, bytes]:
+    """The files of one script set (board paths without the leading /). The old set's main.py
+    installs the update with `install`."""
     main = MAIN_NEW if new else MAIN_OLD
     files = {
-        "main.py": main.format(project=PROJECT, version=version, core=core, done=DONE).encode(),
+        "main.py": main.format(project=PROJECT, version=version, core=core, done=DONE,
+                               install=install).encode(),
         "app/a.py": f'V = "{version}"\n'.encode(),
         "app/b.py": f'V = "{version}"\n'.encode() + b"# filler line of the b module\n" * 90,
         "config.json": f'{{"default for": "{version}"}}'.encode(),
@@ -964,20 +975,25 @@ os.remove("/pkg/first.pkg")
 def _scripts_kind(kit: Kit, kind: str, layout: Layout) -> Scenario:
     from . import package as pk
 
-    combined = kind == "combined"
+    combined = kind == "combined"  # a core and a script set, downloaded over HTTP
     new_core = NEW_CORE if combined else OLD_CORE
-    old_set = script_set(V1, OLD_CORE, new=False)
     new_set = script_set(V2, new_core, new=True)
-    first = pk.build(project=PROJECT, firmware_name=FIRMWARE, to_script=V1,
-                     sections=[pk.scripts_section(sorted(old_set.items()), ["config.json"])])
     sections = [pk.scripts_section(sorted(new_set.items()), ["config.json"])]
     if combined:
         sections.insert(0, pk.Section("core", core_image(NEW_CORE)))
     update = pk.build(project=PROJECT, firmware_name=FIRMWARE, to_script=V2,
                       to_core=NEW_CORE if combined else None, sections=sections)
+    files = {"/pkg/update.pkg": update}
+    install = INSTALL_FILE
+    if combined:
+        install = INSTALL_HTTP.format(url=kit.serve(f"{kind}-update.pkg", update))
+        files = {}
+    old_set = script_set(V1, OLD_CORE, new=False, install=install)
+    first = pk.build(project=PROJECT, firmware_name=FIRMWARE, to_script=V1,
+                     sections=[pk.scripts_section(sorted(old_set.items()), ["config.json"])])
     board = _new_board(kit, kind, layout, core_image(OLD_CORE))
     user = {**USER_FILES, "/config.json": USER_CONFIG}
-    _seed(board, {**user, "/pkg/first.pkg": first, "/pkg/update.pkg": update}, None,
+    _seed(board, {**user, "/pkg/first.pkg": first, **files}, None,
           INSTALL_FIRST.format(project=PROJECT, v0=V0))
     expect = Expect(OLD_CORE, new_core, {p: sha256(d) for p, d in user.items()}, DONE,
                     script_sets={V1: live_hashes(old_set), V2: live_hashes(new_set)},

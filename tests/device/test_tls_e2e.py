@@ -229,3 +229,20 @@ def test_aliyun_tls_refuses_a_broker_of_another_ca(vboard, mqtt_broker, tls_serv
     else:
         wrong.disconnect()
         raise AssertionError("a broker certificate for another host name was accepted")
+
+
+async def test_full_core_update_over_verified_tls(vboard, tls_update_server):
+    # The whole update over https with the server verified: downloaded, checked, switched, and
+    # the next boot runs the new core.
+    vb.boot()
+    import board
+    import vpartition
+    from mpfota import download
+
+    blob = tls_update_server["blobs"]["core-2.0.0"]
+    r = await download.fetch(tls_update_server["base"] + "/blob/core-2.0.0", md5=blob["md5"],
+                             server_cert=tls_update_server["ca"])
+    assert (r.status, r.size) == (200, blob["size"])
+    assert vpartition.boot_record() == (1, "new")
+    assert vb.reboot() == 1
+    assert board.core_version() == "2.0.0"

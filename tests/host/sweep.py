@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from mpfota_host import paths, powercut
 from mpfota_host.powercut import BOOT_TIMEOUT, MAX_BOOTS, Outcome, Sweep, boot_until_done
 
 __all__ = ["BOOT_TIMEOUT", "MAX_BOOTS", "Outcome", "Sweep", "boot_until_done", "PLAN",
-           "REPORT", "sweep_results", "problems", "write_report", "known_xfail"]
+           "REPORT", "sweep_results", "problems", "write_report", "assert_clean"]
 
 # The bounded sample of `make test`: (layout, sample size or None for every operation, nested
 # chains). `mpfota sweep --full` (make sweep) runs every operation of every kind on both
@@ -31,15 +30,6 @@ PLAN = {
 }
 SEED = 2026
 REPORT = paths.REPO / "build" / "reliability.txt"
-
-# Problems that are known, reported to their owners with a fix (docs/reliability.md,
-# "Findings"), matched on kind, class and words of the message. A test that sees only these
-# ends as xfail (and passes once the fix is in); anything else fails it.
-KNOWN = [
-    ("F1", "combined", "mixed", r"runs with script set|saw a mixed update"),
-    ("F1", "combined", "not_converged", r"after a mix"),
-    ("F2", None, "inconsistent", r"reports a rollback"),
-]
 
 
 class _Sample:
@@ -96,26 +86,13 @@ def problems(reports: list[powercut.Report]) -> list[tuple[str, str, str]]:
         for t in rep.trials:
             for c in t.landed:
                 out += [(f"{rep.label} cut {c.where}", k, v) for k, v in c.problems.items()]
-            after = " (after a mix)" if "mixed" in t.final else ""
-            out += [(f"{rep.label} cuts {t.cuts} end", k, v + (after if k != "mixed" else ""))
-                    for k, v in t.final.items()]
+            out += [(f"{rep.label} cuts {t.cuts} end", k, v) for k, v in t.final.items()]
     return out
 
 
-def known_xfail(kind: str, found: list[tuple[str, str, str]]) -> None:
-    """Fail on any problem that is not a known one; xfail when only known ones are left."""
-    unknown, known = [], set()
-    for where, cls, msg in found:
-        tag = next((f for f, k, c, words in KNOWN
-                    if k in (None, kind) and c == cls and re.search(words, msg)), None)
-        if tag:
-            known.add(tag)
-        else:
-            unknown.append(f"{where}: {cls}: {msg}")
-    assert not unknown, "\n".join(unknown[:20])
-    if known:
-        pytest.xfail(f"known findings {sorted(known)} (docs/reliability.md): the fixes are "
-                     "with their owners")
+def assert_clean(found: list[tuple[str, str, str]]) -> None:
+    """No problem at any cut point (the first 20 are shown)."""
+    assert not found, "\n".join(f"{w}: {c}: {m}" for w, c, m in found[:20])
 
 
 def write_report(reports: list[powercut.Report], path: Path = REPORT) -> list[str]:

@@ -6,7 +6,7 @@ its checks: mpfota_host.powercut, docs/reliability.md."""
 from __future__ import annotations
 
 import pytest
-from sweep import known_xfail, problems, sweep_results  # noqa: F401
+from sweep import assert_clean, problems, sweep_results  # noqa: F401
 
 
 @pytest.mark.slow
@@ -18,4 +18,4 @@ def test_power_cut_at_every_flash_operation_of_a_delta_update(sweep_results):  #
     assert singles == set(range(1, every.ops + 1))
     out = "".join(t.output for rep in reports for t in rep.trials)
     assert "delta: base ok" in out and "SWEEP DONE 2.0.0" in out
-    known_xfail("delta", problems(reports))
+    assert_clean(problems(reports))

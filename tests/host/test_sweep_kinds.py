@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from mpfota_host import powercut
-from sweep import PLAN, REPORT, known_xfail, problems, sweep_results, write_report  # noqa: F401
+from sweep import PLAN, REPORT, assert_clean, problems, sweep_results, write_report  # noqa: F401
 
 # Words in the output that show a kind exercised what it is about (in at least one trial).
 EVIDENCE = {
@@ -32,7 +32,7 @@ def test_power_cut_sweep(kind, sweep_results):  # noqa: F811
     every = [r for r, (_, sample, _) in zip(reports, PLAN[kind], strict=True) if sample is None]
     for rep in every:
         assert {t.cuts[0] for t in rep.trials if len(t.cuts) == 1} == set(range(1, rep.ops + 1))
-    known_xfail(kind, problems(reports))
+    assert_clean(problems(reports))
 
 
 def test_reliability_report(sweep_results):  # noqa: F811
@@ -46,4 +46,6 @@ def test_reliability_report(sweep_results):  # noqa: F811
     assert f["cut_points"] > 300
     assert f["unbootable"] == 0, "a power cut left a board with nothing bootable"
     assert f["user_files_lost"] == 0, "a power cut lost or changed a user file"
+    assert (f["mixed"], f["inconsistent"]) == (0, 0)
+    assert f["converged"] == f["cut_points"]
     assert {r.label for r in reports} == {f"{k}.{lay}" for k in PLAN for lay, _, _ in PLAN[k]}

@@ -7,7 +7,7 @@ layout a, a sample on layout b, nested cuts (mpfota_host.powercut, docs/reliabil
 from __future__ import annotations
 
 import pytest
-from sweep import known_xfail, problems, sweep_results  # noqa: F401
+from sweep import assert_clean, problems, sweep_results  # noqa: F401
 
 
 @pytest.mark.slow
@@ -22,4 +22,4 @@ def test_power_cut_at_every_flash_operation_of_a_script_update(sweep_results):  
     assert "finishing an interrupted script swap" in out
     assert "rolled back" in out
     assert "MIX" not in out
-    known_xfail("scripts", problems(reports))
+    assert_clean(problems(reports))
