@@ -33,7 +33,7 @@ TESTS = Path(__file__).resolve().parent
 VECTORS = TESTS / "vectors"
 sys.path.insert(0, str(TESTS / "host"))
 
-import httpserver as hs
+import httpserver as hs  # noqa: E402  (tests/host is put on sys.path just above)
 
 IMAGES = {"core-2.0.0": "2.0.0", "core-V2014": "V2014", "core-3.0.0": "3.0.0"}
 IOT_WAIT = {"code": 43, "msg": "please wait"}

@@ -7,8 +7,6 @@ layout _1), the project DEMO and the running script VERSION 001.000.000.
 package_kit (session): device side {"base": http base, "packages": {name: {"path", "size",
     "file"}}, "pub_pem", "pub_der_hex", "other_pub_pem", "project", "firmware_name", "version"}.
     A package is fetched as base + path; "file" is its host path (readable before vb.boot()).
-scripts_rom (function): a bootrom that runs mpfota.bootapply before main.py, for host tests
-    that boot the virtual board (the real bootrom once it calls bootapply itself).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from images import core_image
-from mpfota_host import image, paths
+from mpfota_host import image
 from mpfota_host import package as pk
 
 PROJECT = "DEMO"
@@ -208,43 +206,6 @@ class PackageKit:
 @pytest.fixture(scope="session")
 def package_kit(http_server, tmp_path_factory):
     return PackageKit(http_server, tmp_path_factory.mktemp("packages"))
-
-
-STAND_IN = """\
-# bootrom.py with the boot-time apply before main.py (tests/fixtures_package.py).
-import sys
-sys.path.insert(0, {boards!r})
-import bootrom
-_main = bootrom._run_main
-
-
-def _run_main():
-    import mpfota.bootapply
-    mpfota.bootapply.run()
-    return _main()
-
-
-bootrom._run_main = _run_main
-_code = bootrom.main()
-if _code:
-    sys.exit(_code)
-"""
-
-
-def bootrom_applies() -> bool:
-    """True once boards/unix/bootrom.py runs mpfota.bootapply itself."""
-    return "bootapply" in (paths.BOARDS / "unix" / "bootrom.py").read_text()
-
-
-@pytest.fixture
-def scripts_rom(tmp_path, monkeypatch):
-    if bootrom_applies():
-        return None
-    rom = tmp_path / "rom" / "bootrom_apply.py"
-    rom.parent.mkdir()
-    rom.write_text(STAND_IN.format(boards=str(paths.BOARDS / "unix")))
-    monkeypatch.setenv("MPFOTA_BOOTROM", str(rom))
-    return rom
 
 
 @pytest.fixture(scope="session")

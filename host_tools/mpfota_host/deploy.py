@@ -28,8 +28,8 @@ from pathlib import Path
 
 from . import paths
 from .errors import UserError
-from .progress import Progress
 from .helptext import examples
+from .progress import Progress
 
 BUILD = paths.REPO / "build" / "deploy"
 QUERY = "import sys; print('MPFOTA', getattr(sys.implementation, '_mpy', 0), sys.platform)"

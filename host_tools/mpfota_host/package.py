@@ -42,8 +42,8 @@ from typing import Any, BinaryIO
 
 from . import deploy, esp32image, image, paths
 from .errors import UserError
-from .progress import Progress
 from .helptext import examples
+from .progress import Progress
 
 MAGIC = b"MPFP"
 FORMAT = 1

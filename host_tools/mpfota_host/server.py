@@ -43,8 +43,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 from .errors import UserError
-from .serverdb import ANY_CORE, Package, Store, canonical_core, version_rules
 from .helptext import examples
+from .serverdb import ANY_CORE, Package, Store, canonical_core, version_rules
 
 # The IoT platform's answers when there is no upgrade (libfota2.lua's table), and the HTTP
 # status this server sends each with (any status >= 300 means "no upgrade" to the clients;

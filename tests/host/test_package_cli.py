@@ -223,7 +223,7 @@ def test_build_refuses_a_manifest_the_device_cannot_read():
 
 
 def test_packed_app_installs_and_runs_on_the_virtual_board(app, make_vboard, http_server,
-                                                           scripts_rom, tmp_path):
+                                                           tmp_path):
     out = tmp_path / "app.pkg"
     assert run("pack", "-o", str(out), "--scripts", str(app), "--bsp", "UNIX",
                "--mpy-version", "6.3") == 0

@@ -293,7 +293,8 @@ def test_data_dir_layout(tmp_path):
     p = srv.store.publish(P, FW, "001.000.001", file=pkg(tmp_path, "My Firmware (1).bin"))
     assert (Path(srv.store.dir) / "fota.db").is_file()
     assert re.fullmatch(r"[0-9a-f]{16}-My_Firmware_1_.bin", p.file)
-    assert (srv.store.files / p.file).read_bytes() == (tmp_path / "My Firmware (1).bin").read_bytes()
+    original = (tmp_path / "My Firmware (1).bin").read_bytes()
+    assert (srv.store.files / p.file).read_bytes() == original
     srv.store.close()
 
 
