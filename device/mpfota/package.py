@@ -28,21 +28,8 @@ except ImportError:  # CPython
         return x
 
 
-try:
-    from mpfota.writer import FotaError as _Base
-except ImportError:  # CPython: the writer needs MicroPython
-
-    class _Base(Exception):
-        def __init__(self, code, msg):
-            super().__init__(code, msg)
-            self.code = code
-            self.msg = msg
-
-        def __str__(self):
-            return "%d %s" % (self.code, self.msg)
-
-
 from mpfota import version as _ver
+from mpfota.errors import FotaError as _Base
 
 MAGIC = b"MPFP"
 FORMAT = const(1)

@@ -9,20 +9,9 @@ import binascii
 import hashlib
 from micropython import const
 
+from mpfota.errors import FOTA_ERROR, FotaError  # noqa: F401  (re-exported for callers)
+
 SECTOR = const(4096)
-
-# Result codes shared with the HTTP layer (LuatOS numbering); -9 is HTTP_ERROR_FOTA.
-FOTA_ERROR = const(-9)
-
-
-class FotaError(Exception):
-    def __init__(self, code, msg):
-        super().__init__(code, msg)
-        self.code = code
-        self.msg = msg
-
-    def __str__(self):
-        return "%d %s" % (self.code, self.msg)
 
 
 def _hex(digest):

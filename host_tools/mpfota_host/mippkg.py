@@ -60,6 +60,7 @@ FEATURES: tuple[Feature, ...] = (
             "mpfota/__init__.py",
             "mpfota/bootapply.py",
             "mpfota/confirm.py",
+            "mpfota/errors.py",
             "mpfota/delta.py",
             "mpfota/deltafmt.py",
             "mpfota/download.py",
