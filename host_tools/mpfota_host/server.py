@@ -586,7 +586,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "mpfota server publish --project KEY --firmware FOTA2_DEMO_LuatOS-SoC_UNIX "
                    "--version 001.000.001 --core 2.0.0 --from-core 1.0.0 core.pkg"))
     _data_arg(pub)
-    pub.add_argument("--project", help="project_key the devices send")
+    pub.add_argument("--project", help="project_key the devices send (default: the package's PROJECT)")
     pub.add_argument("--firmware", help="firmware_name the devices send")
     pub.add_argument("--version",
                      help="script VERSION A.B.C the devices report after the update")
@@ -686,16 +686,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def package_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """Release metadata from an mpfota package's manifest (docs/package-format.md): project,
-    firmware, version (to.script), core (to.core), from_core. Any other file (a LuatOS .bin,
-    a core image) is an opaque blob: {} and the command line describes it."""
+    """Release metadata from an mpfota package's manifest (docs/package-format.md): project
+    (its PROJECT, the default project_key), firmware (the firmware name without the layout
+    suffix: devices send PROJECT_LuatOS-SoC_BSP, the layout is checked on the device), version
+    (to.script), core (to.core), from_core. Any other file (a LuatOS .bin, a core image) is
+    an opaque blob: {} and the command line describes it."""
     from . import package  # only when publishing: the server itself does not need it
 
     with open(path, "rb") as f:
         if f.read(len(package.MAGIC)) != package.MAGIC:
             return {}
     info = package.read_manifest(path)  # PackageFormatError is a UserError
-    found = {"project": info.project, "firmware": info.firmware_name,
+    firmware = version_rules().split_layout(info.firmware_name)[0]
+    found = {"project": info.project, "firmware": firmware,
              "version": info.to_script, "core": info.to_core, "from_core": info.from_core}
     return {k: v for k, v in found.items() if v}
 
@@ -717,7 +720,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise UserError(f"{args.file}: no such file")
     meta = package_metadata(args.file) if args.file else {}
     try:
-        project = _merge("--project", args.project, meta, "project")
+        # The project_key devices send may differ from the package's PROJECT: --project wins.
+        project = args.project or meta.get("project")
         firmware = _merge("--firmware", args.firmware, meta, "firmware")
         version = _merge("--version", args.version, meta, "version")
         core = _merge("--core", args.core, meta, "core")

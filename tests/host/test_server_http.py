@@ -319,11 +319,14 @@ def test_publish_reads_an_mpfota_package_manifest(tmp_path, capsys):
         assert code_of(request(srv.base, libfota2(version="1.5.0.001.001"))[2]) == 27
     finally:
         srv.stop()
-    # the command line may repeat the manifest, not contradict it
+    # the command line may repeat the manifest, not contradict it (but --project, below)
     assert cli.main(["server", "publish", "--data", data, "--project", P, str(path)]) == 0
     assert cli.main(["server", "publish", "--data", data, "--from-core", "V1.0.0", str(path)]) == 0
-    assert cli.main(["server", "publish", "--data", data, "--project", "OTHER", str(path)]) == 2
+    assert cli.main(["server", "publish", "--data", data, "--version", "009.000.009",
+                     str(path)]) == 2
     assert "differs from the package's manifest" in capsys.readouterr().err
+    # --project names the project_key devices send, which may differ from PROJECT
+    assert cli.main(["server", "publish", "--data", data, "--project", "KEY", str(path)]) == 0
     # a file that claims to be a package but is not one: refused, one line
     (tmp_path / "bad.pkg").write_bytes(b"MPFP" + bytes(40))
     assert cli.main(["server", "publish", "--data", data, str(tmp_path / "bad.pkg")]) == 2
