@@ -162,9 +162,10 @@ class Session:
 
     def substitute(self, cmd: str) -> str:
         repo = str(paths.REPO)
-        cmd = cmd.replace(".venv/bin/", f"{repo}/.venv/bin/")
+        # The README's own paths first: the repository itself may live under /tmp.
         cmd = re.sub(r"(?<![\w.])/tmp/", f"{self.tmp}/t/", cmd)
         cmd = cmd.replace("/srv/fota", f"{self.tmp}/srv/fota")
+        cmd = cmd.replace(".venv/bin/", f"{repo}/.venv/bin/")
         cmd = re.sub(r"\b8080\b", self.port, cmd)
         cmd = cmd.replace("--host 0.0.0.0", "--host 127.0.0.1")
         if "/dev/ttyUSB0" in cmd:
