@@ -254,6 +254,34 @@ def iot_explain(code):
     return _IOT.get(code, ("未知", "unknown platform code %r" % (code,)))
 
 
+# The seed's fota_cb messages (seed 001 §6.4.1), one per result code: (level, tag, text).
+_CB_TEXT = (
+    ("I", "升级包下载成功,重启模块", None),
+    ("I", "连接失败", "请检查url拼写或服务器配置(是否为内网)"),
+    ("I", "url错误", "检查url拼写"),
+    ("I", "服务器断开", "检查服务器白名单配置"),
+    ("E", "FOTA 失败", "原因可能有:\n"
+     "1) 服务器返回 200/206 但报文体为空(0 字节)—— 通常是升级包文件缺失或 URL 指向空文件;\n"
+     "2) 服务器返回 4xx/5xx 等异常状态码 —— 请确认升级包已上传、URL 正确、鉴权信息有效;\n"
+     "3) 已经是最新版本,无需升级"),
+    ("I", "版本号书写错误", "iot平台版本号需要使用xxx.yyy.zzz形式"),
+)
+
+
+def explain(ret):
+    # Log what the seed's fota_cb logs for result `ret` ("fota", ret, then its meaning); the
+    # callback itself still decides what to do (reboot after 0).
+    from mpfota import log
+
+    log.info("fota", ret)
+    if isinstance(ret, int) and 0 <= ret < len(_CB_TEXT):
+        level, tag, text = _CB_TEXT[ret]
+        args = () if text is None else (text,)
+        (log.error if level == "E" else log.info)(tag, *args)
+    else:
+        log.info("不是上面几种情况 ret为", ret)
+
+
 def timeout_of(opts):
     # opts.timeout in ms; LuatOS's FOTA mode uses 600000 when it is below 1000 (or unset).
     t = opts.get("timeout")

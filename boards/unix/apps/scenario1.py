@@ -54,28 +54,9 @@ sys.timerLoopStart(get_version, 3000)
 # result: 0 成功, 1 连接失败, 2 url错误, 3 服务器断开, 4 接收报文错误,
 #         5 使用iot平台VERSION需要使用 xxx.yyy.zzz形式
 def fota_cb(ret):
-    log.info("fota", ret)
+    libfota2.explain(ret)  # the seed's log lines for each result code
     if ret == 0:
-        log.info("升级包下载成功,重启模块")
         board.reset()  # rtos.reboot()
-    elif ret == 1:
-        log.info("连接失败", "请检查url拼写或服务器配置(是否为内网)")
-    elif ret == 2:
-        log.info("url错误", "检查url拼写")
-    elif ret == 3:
-        log.info("服务器断开", "检查服务器白名单配置")
-    elif ret == 4:
-        log.error("FOTA 失败",
-                  "原因可能有:\n"
-                  "1) 服务器返回 200/206 但报文体为空(0 字节)—— "
-                  "通常是升级包文件缺失或 URL 指向空文件;\n"
-                  "2) 服务器返回 4xx/5xx 等异常状态码 —— "
-                  "请确认升级包已上传、URL 正确、鉴权信息有效;\n"
-                  "3) 已经是最新版本,无需升级")
-    elif ret == 5:
-        log.info("版本号书写错误", "iot平台版本号需要使用xxx.yyy.zzz形式")
-    else:
-        log.info("不是上面几种情况 ret为", ret)
     if RUN_FOR_MS:  # the host demo only: end this boot a while after the answer
         sys.timerStart(sys.stop, RUN_FOR_MS)
 
