@@ -586,7 +586,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "mpfota server publish --project KEY --firmware FOTA2_DEMO_LuatOS-SoC_UNIX "
                    "--version 001.000.001 --core 2.0.0 --from-core 1.0.0 core.pkg"))
     _data_arg(pub)
-    pub.add_argument("--project", help="project_key the devices send (default: the package's PROJECT)")
+    pub.add_argument("--project",
+                     help="project_key the devices send (default: the package's PROJECT)")
     pub.add_argument("--firmware", help="firmware_name the devices send")
     pub.add_argument("--version",
                      help="script VERSION A.B.C the devices report after the update")
