@@ -45,6 +45,54 @@ def request(cb=None, opts=None, start=None):
     return True
 
 
+class Connection:
+    # The connection a network trigger keeps (tcp, mqtt): wait for the default adapter, open,
+    # serve until it breaks, open again reconnect_ms later. A subclass sets `tag` (its log tag)
+    # and `reconnect_ms` and writes _open() (the link, or None when it failed: logged),
+    # _serve(link) (returns when the peer closed) and _close(link, bye) (bye: stop() asked).
+    link = None  # the open link, or None while offline
+    task = None
+    connections = 0
+
+    async def run(self):
+        import lnet
+        import lsys
+
+        while True:
+            while not lnet.adapter(lnet.dft()):
+                log.warn(self.tag, "wait IP_READY", lnet.dft())
+                await lsys.waitUntil("IP_READY", 1000)
+            link = await self._open()
+            if link is not None:
+                self.link = link
+                self.connections += 1
+                try:
+                    await self._serve(link)
+                    log.warn(self.tag, "the server closed the connection")
+                # OSError; the MQTT client's asserts and index errors on broken packets
+                except Exception as exc:  # noqa: BLE001
+                    log.warn(self.tag, "connection lost:", repr(exc))
+                finally:
+                    self.link = None
+                    self._close(link, False)
+            await lsys.wait(self.reconnect_ms)
+
+    def start(self):
+        import lsys
+
+        self.task = lsys.taskInit(self.run)
+        return self
+
+    def stop(self):
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        link = self.link
+        self.link = None
+        if link is not None:
+            self._close(link, True)
+
+
 def device_id():
     # The id LuatOS demos use for client ids and topics: the IMEI, else the MAC, else the UID.
     import board

@@ -25,7 +25,12 @@ RECONNECT_MS = 5000
 KEEPALIVE_S = 60
 
 
-class Client:
+from triggers import Connection
+
+
+class Client(Connection):
+    tag = "mqtt"
+
     def __init__(self, server, port=1883, cb=None, opts=None, topic=None, reply_topic=None,
                  client_id=None, user=None, password=None, keepalive=KEEPALIVE_S,
                  poll_ms=POLL_MS, reconnect_ms=RECONNECT_MS, keyword=KEYWORD, start=None):
@@ -46,14 +51,11 @@ class Client:
         self.reconnect_ms = reconnect_ms
         self.keyword = keyword if isinstance(keyword, bytes) else keyword.encode()
         self.start_fn = start
-        self.mqtt = None
-        self.connections = 0
         self.messages = 0
-        self.task = None
 
     def send(self, obj):
         # Publish one JSON event on reply_topic; False when offline or replies are off.
-        m = self.mqtt
+        m = self.link
         if m is None or not self.reply_topic:
             return False
         try:
@@ -116,58 +118,31 @@ class Client:
                 last = time.ticks_ms()
             await lsys.wait(self.poll_ms)
 
-    async def run(self):
-        import lnet
+    async def _open(self):
         import lsys
 
-        log = lsys.log
-        while True:
-            while not lnet.adapter(lnet.dft()):
-                log.warn("mqtt", "wait IP_READY", lnet.dft())
-                await lsys.waitUntil("IP_READY", 1000)
-            try:
-                m = self._connect()
-            # OSError, or umqtt's MQTTException (the broker refused)
-            except Exception as exc:  # noqa: BLE001
-                log.warn("mqtt", "connect", self.server, self.port, "failed:", repr(exc))
-                await lsys.wait(self.reconnect_ms)
-                continue
-            self.connections += 1
-            self.mqtt = m
-            log.info("mqtt", "sub", self.topic)
-            log.info("mqtt", "pub", self.reply_topic)
-            try:
-                await self._serve(m)
-            # OSError; umqtt's asserts and index errors on broken packets
-            except Exception as exc:  # noqa: BLE001
-                log.warn("mqtt", "connection lost:", repr(exc))
-            finally:
-                self.mqtt = None
-                try:
-                    m.sock.close()
-                except OSError:
-                    pass
-            await lsys.wait(self.reconnect_ms)
+        try:
+            m = self._connect()
+        # OSError, or umqtt's MQTTException (the broker refused)
+        except Exception as exc:  # noqa: BLE001
+            lsys.log.warn("mqtt", "connect", self.server, self.port, "failed:", repr(exc))
+            return None
+        lsys.log.info("mqtt", "sub", self.topic)
+        lsys.log.info("mqtt", "pub", self.reply_topic)
+        return m
 
-    def stop(self):
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
-        m = self.mqtt
-        self.mqtt = None
-        if m is not None:
-            try:
+    def _close(self, m, bye):
+        try:
+            if bye:
                 m.disconnect()
-            except OSError:
-                pass
+            else:
+                m.sock.close()
+        except OSError:
+            pass
 
 
 def start(server, port=1883, cb=None, opts=None, **kw):
     # Connect (after the network is up), subscribe and watch for the keyword; returns the Client.
     # Keywords: topic, reply_topic ("" for none), client_id, user, password, keepalive,
     # poll_ms, reconnect_ms, keyword, start (replaces libfota2.request).
-    import lsys
-
-    c = Client(server, port, cb, opts, **kw)
-    c.task = lsys.taskInit(c.run)
-    return c
+    return Client(server, port, cb, opts, **kw).start()

@@ -21,6 +21,9 @@
 # after it fails or closes. docs/scenarios.md has the details.
 import json
 
+from mpfota import log
+from triggers import Connection
+
 try:
     from micropython import const
 except ImportError:  # CPython: parse() and fota_opts() are plain logic, fuzzed there
@@ -195,8 +198,10 @@ def fota_opts(base, cmd):
     return o
 
 
-class Client:
+class Client(Connection):
     # The connection to the command server (start() makes one and runs it as an lsys task).
+    tag = "tcp_trigger"
+
     def __init__(self, host, port, cb=None, opts=None, reconnect_ms=RECONNECT_MS, start=None):
         self.host = host
         self.port = int(port)
@@ -204,17 +209,14 @@ class Client:
         self.opts = opts
         self.reconnect_ms = reconnect_ms
         self.start_fn = start  # None: libfota2.request
-        self.writer = None
-        self.connections = 0
         self.commands = 0
-        self.task = None
         self._buf = bytearray(MAX_LINE)
 
     # ---- replies ----
 
     def send(self, obj):
         # One JSON line to the server now (a small write goes out at once); False when offline.
-        w = self.writer
+        w = self.link
         if w is None:
             return False
         try:
@@ -299,7 +301,7 @@ class Client:
         n = 0  # bytes waiting in the buffer
         skipping = False  # inside an over-long line: drop it up to its newline
         while True:
-            w = self.writer
+            w = self.link
             if w is not None:
                 await w.drain()  # replies a full socket buffer held back (normally none)
             try:
@@ -333,65 +335,38 @@ class Client:
                 skipping = True
                 n = 0
 
-    async def run(self):
+    async def _open(self):
         import asyncio
 
-        import lnet
-        import lsys
+        try:
+            reader, writer = await asyncio.wait_for_ms(
+                asyncio.open_connection(self.host, self.port), CONNECT_MS)
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.warn("tcp_trigger", "connect", self.host, self.port, "failed:",
+                     "timeout" if isinstance(exc, asyncio.TimeoutError) else exc)
+            return None
+        self.link = writer  # _hello() sends through it
+        if not self._hello():
+            self.link = None
+            writer.close()
+            log.warn("tcp_trigger", "connect", self.host, self.port, "failed")
+            return None
+        log.info("tcp_trigger", "connected", self.host, self.port)
+        self._reader = reader
+        return writer
 
-        log = lsys.log
-        while True:
-            while not lnet.adapter(lnet.dft()):
-                log.warn("tcp_trigger", "wait IP_READY", lnet.dft())
-                await lsys.waitUntil("IP_READY", 1000)
-            try:
-                reader, writer = await asyncio.wait_for_ms(
-                    asyncio.open_connection(self.host, self.port), CONNECT_MS)
-            except (OSError, asyncio.TimeoutError) as exc:
-                log.warn("tcp_trigger", "connect", self.host, self.port, "failed:",
-                         "timeout" if isinstance(exc, asyncio.TimeoutError) else exc)
-                await lsys.wait(self.reconnect_ms)
-                continue
-            self.writer = writer
-            if not self._hello():
-                self.writer = None
-                writer.close()
-                log.warn("tcp_trigger", "connect", self.host, self.port, "failed")
-                await lsys.wait(self.reconnect_ms)
-                continue
-            self.connections += 1
-            log.info("tcp_trigger", "connected", self.host, self.port)
-            try:
-                await self._session(reader)
-                log.warn("tcp_trigger", "server closed the connection")
-            except OSError as exc:
-                log.warn("tcp_trigger", "connection lost:", exc)
-            finally:
-                self.writer = None
-                try:
-                    writer.close()
-                except OSError:
-                    pass
-            await lsys.wait(self.reconnect_ms)
+    async def _serve(self, writer):
+        await self._session(self._reader)
 
-    def stop(self):
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
-        w = self.writer
-        self.writer = None
-        if w is not None:
-            try:
-                w.close()
-            except OSError:
-                pass
+    def _close(self, writer, bye):
+        self._reader = None
+        try:
+            writer.close()
+        except OSError:
+            pass
 
 
 def start(host, port, cb=None, opts=None, reconnect_ms=RECONNECT_MS, start=None):
     # Connect to the command server at host:port (after the network is up) and keep the
     # connection; a command starts libfota2.request(cb, fota_opts(opts, command)).
-    import lsys
-
-    c = Client(host, port, cb, opts, reconnect_ms, start)
-    c.task = lsys.taskInit(c.run)
-    return c
+    return Client(host, port, cb, opts, reconnect_ms, start).start()

@@ -109,5 +109,5 @@ async def test_broker_down_then_up_reconnects(vboard, mqtt_broker):
     assert c.connections == 0
     c.server, c.port = mqtt_broker["host"], mqtt_broker["port"]
     await _until(lambda: c.connections == 1)
-    assert c.mqtt is not None
+    assert c.link is not None
     c.stop()

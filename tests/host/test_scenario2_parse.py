@@ -3,17 +3,15 @@ under CPython too. Fuzzed here, and checked to decide the same way on the unix p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
+import sys
 
 from mpdevice import run_code
 from mpfota_host import paths
 
-_spec = importlib.util.spec_from_file_location(
-    "tcp_trigger_pure", paths.DEVICE / "triggers" / "tcp.py")
-tcp = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tcp)
+sys.path.insert(0, str(paths.DEVICE))
+from triggers import tcp  # noqa: E402
 
 EVENTS = {"fota", "ignored", "error"}
 ERRORS = {"json", "type", "fota", "url", "version"}
