@@ -162,10 +162,12 @@ async def _sniff(resp, w, offset):
     return n
 
 
-def _is_package(buf, n):
-    from mpfota import package
+# mpfota.package.MAGIC (a test checks they agree): a raw image need not load the package parser.
+_PACKAGE_MAGIC = b"MPFP"
 
-    return n >= 4 and package.is_package(buf[:4])
+
+def _is_package(buf, n):
+    return n >= 4 and bytes(buf[:4]) == _PACKAGE_MAGIC
 
 
 class _Package:

