@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.mpfota-setup
 PORT  ?=
-APT_PACKAGES := mosquitto nginx openssl
+APT_PACKAGES := mosquitto nginx openssl postgresql chromium lua5.4
 
 .PHONY: setup demo test bench deploy sweep fuzz lint clean
 
