@@ -120,6 +120,15 @@ def bad_packages(key, other_key) -> dict[str, bytes]:
                                       to_script=None),
         "not-bootable": make([pk.Section("core", b"\x00" * 5000)], to_core="2.0.0",
                              to_script=None),
+        # The manifest claims 2.0.0 (which the version rules accept); the image says 3.0.0.
+        "core-version-mismatch": make([core("3.0.0")], to_core="2.0.0", to_script=None),
+        "delta-version-mismatch": make([core_delta(to="3.0.0")], to_core="2.0.0",
+                                       to_script=None),
+        # Script sets that would replace the user's things (the tests give the board a folder
+        # /data and a user file /notes.txt).
+        "scripts-file-over-folder": make([scripts(extra={"data": b"a file named data"})]),
+        "scripts-under-user-file": make([scripts(extra={"notes.txt/x.py": b"x = 1"})]),
+        "scripts-over-user-file": make([scripts(extra={"notes.txt": b"package notes"})]),
     }
 
 
@@ -148,6 +157,7 @@ def good_packages(key) -> dict[str, bytes]:
         "scripts-next": make([scripts("001.000.002", extra={"app/c.py": b'V = "c"\n'})],
                              to_script="001.000.002"),
         "scripts-counter5": make([scripts()], counter=5),
+        "scripts-file-logs": make([scripts(extra={"logs": b"a file named logs"})]),
         "core-delta": make([core_delta(), scripts()], to_core="2.0.0"),
     }
 

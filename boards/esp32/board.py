@@ -122,16 +122,24 @@ def check_image(part, length, buf=None):
     return cur[0] != _MAGIC or new[12:14] == cur[12:14]
 
 
-def core_version():
-    # The version in the running app's description (esp_app_desc_t.version) when the build
-    # sets one; MicroPython's own builds leave it empty (CONFIG_APP_EXCLUDE_PROJECT_VER_VAR),
-    # and then the MicroPython release is the core version.
+def image_version(part):
+    # The version in the app description (esp_app_desc_t.version) of the image in `part`, or
+    # None when it has none: MicroPython's own builds leave it empty
+    # (CONFIG_APP_EXCLUDE_PROJECT_VER_VAR).
     d = bytearray(48)
-    Partition(Partition.RUNNING).readblocks(0, d, _DESC)
+    part.readblocks(0, d, _DESC)
     if d[:4] == _DESC_MAGIC:
         v = bytes(d[16:]).split(b"\0")[0]
         if v:
             return v.decode()
+    return None
+
+
+def core_version():
+    # The running app's image_version(), else the MicroPython release.
+    v = image_version(Partition(Partition.RUNNING))
+    if v:
+        return v
     import os
 
     try:

@@ -33,6 +33,12 @@ def core_version():
     return vpartition.image_header(b, b.running)[1]
 
 
+def image_version(part):
+    # The core version the image in `part` names in its header, or None when it names none.
+    h = vpartition.image_header(vpartition.board(), part.slot)
+    return h[1] if h else None
+
+
 def reset():
     raise SystemExit(EXIT_RESET)
 

@@ -67,6 +67,7 @@ IMAGE = "image"
 PENDING = "pending"
 SPACE = "space"
 IDENTITY = "identity"
+USER_DATA = "user_data"
 
 _HEAD = "<4sBBHHHI"  # magic, format, flags, manifest length, signature length, reserved, CRC
 _ENTRY = "<BBI"  # kind, path length, size
@@ -656,6 +657,23 @@ class Installer:
         except FotaError as e:
             why = DIGEST if ("md5" in e.msg or "sha256" in e.msg or "read-back" in e.msg) else IMAGE
             raise PackageError(why, "core section: " + e.msg)
+        self._check_core_version()
+
+    def _check_core_version(self):
+        # The manifest's to.core is a claim the version rules judged; the image's own header
+        # says what will boot. They must agree, or the rules judged the wrong version (and a
+        # core+scripts set would be dropped at boot as "the core update did not take").
+        import board
+
+        want = self.manifest.to["core"]
+        got = board.image_version(self.update.spare)
+        if got is None:
+            from mpfota import log
+
+            log.warn("fota", "the core image names no version: taking the manifest's", want)
+        elif got != want:
+            raise PackageError(IMAGE, "the manifest names core %s but the image's header says %s"
+                               % (want, got))
 
     async def _delta(self, stream, s):
         # A core-delta section: stored in delta.PATCH_PATH (its digests checked), then the new
@@ -702,6 +720,7 @@ class Installer:
             except FotaError as e:
                 why = BASE if "base" in e.msg else IMAGE
                 raise PackageError(why, "core-delta section: " + e.msg)
+            self._check_core_version()
         finally:
             try:
                 os.remove(delta.PATCH_PATH)
@@ -716,7 +735,7 @@ class Installer:
         if self.stager is None:
             self.stager = scripts.Stager()
         st = self.stager
-        st.begin()
+        st.begin(self.manifest.keep + list(self.keep))
         self.pos = s.offset
         md5 = hashlib.md5()
         sha = hashlib.sha256()
@@ -753,6 +772,11 @@ class Installer:
                 raise PackageError(FORMAT_ERROR, "script %s appears twice" % path)
             try:
                 st.open(path)
+            except ValueError as e:
+                raise PackageError(USER_DATA, "the script set would replace user data: %s" % e)
+            except OSError as e:
+                raise PackageError(SPACE, "cannot stage %s: %r" % (path, e))
+            try:
                 while size:
                     k = size if size < BUF_SIZE else BUF_SIZE
                     d = mv[:k]

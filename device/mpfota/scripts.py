@@ -16,6 +16,9 @@
 # describes, so a power cut at any instant is finished (or undone) at the next boot before
 # main.py runs: main.py sees the whole old set or the whole new set, never a mix.
 # Files in the keep list (user data: config, secrets) are never moved, overwritten or removed.
+# A set may only put a file where there is nothing, a file a package installed, or a code file
+# (.py/.mpy: the application the package updates); a folder, a file on the way to a folder, or
+# any other file no package installed is the user's, and the set is refused (blocker()).
 import os
 
 from mpfota import log, state
@@ -111,6 +114,31 @@ def _wipe(path):
         pass
 
 
+def _is_dir(path):
+    try:
+        return os.stat(path)[0] & _DIR != 0
+    except OSError:
+        return False
+
+
+def blocker(path, installed_files, keep):
+    # Why a new set may not put a file at `path` (None when it may): it would replace a folder,
+    # need a folder where a file is, or replace a file that no package installed (user data).
+    cur = ""
+    for part in path.split("/")[:-1]:
+        cur += "/" + part
+        if _exists(cur) and not _is_dir(cur):
+            return "/%s needs a folder where the board has the file %s" % (path, cur)
+    live = ROOT + path
+    if not _exists(live) or path in keep or path in installed_files:
+        return None
+    if _is_dir(live):
+        return "/%s is a folder on the board that no package installed" % path
+    if path.endswith(".py") or path.endswith(".mpy"):
+        return None
+    return "/%s is a file on the board that no package installed" % path
+
+
 # --- staging (while the application runs) ------------------------------------------------------
 
 
@@ -120,8 +148,12 @@ class Stager:
         self.files = []
         self._f = None
 
-    def begin(self):
+    def begin(self, keep=()):
+        # `keep`: the new set's keep list (beside the one already recorded).
         rec = _load()
+        cur = rec.get("cur")
+        self._installed = cur["files"] if cur else []
+        self._keep = list(rec.get("keep") or []) + list(keep)
         if rec["state"] == "staged":
             log.warn("fota", "discarding the script set", rec["new"]["version"],
                      "staged before: a new one replaces it")
@@ -134,6 +166,10 @@ class Stager:
         self.files = []
 
     def open(self, path):
+        # Raises ValueError (with the reason) when the file would replace something of the user's.
+        why = blocker(path, self._installed, self._keep)
+        if why:
+            raise ValueError(why)
         self._close()
         p = STAGE + path
         _makedirs(p)
@@ -258,6 +294,16 @@ def _swap(rec):
     keep = rec["keep"]
     old = []
     cur = rec.get("cur")
+    for f in rec["new"]["files"]:
+        # Checked when staged; the user may have made a folder or file there since.
+        why = blocker(f, cur["files"] if cur else [], keep)
+        if why:
+            log.error("fota", "staged script set", rec["new"]["version"], "discarded:", why)
+            rec["state"] = "valid"
+            del rec["new"]
+            _save(rec)
+            _wipe(STAGE)
+            return
     for f in (cur["files"] if cur else []) + rec["new"]["files"]:
         if f not in keep and f not in old and _exists(ROOT + f):
             old.append(f)

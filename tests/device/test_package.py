@@ -427,3 +427,23 @@ async def test_identity_from_the_lsys_globals(vboard, package_kit):
         assert e.reason == "current", e
     else:
         raise AssertionError("lsys.VERSION must be used")
+
+
+async def test_staged_set_discarded_when_the_user_made_a_folder_in_its_way(vboard, package_kit):
+    # Staged while /logs did not exist; the app made a folder /logs before the reset. The
+    # boot-time swap must not move the user's folder: it discards the staged set.
+    _setup()
+    import os
+
+    from mpfota import scripts
+
+    await _install(package_kit, "scripts-file-logs")
+    assert scripts.staged() is not None
+    os.mkdir("/logs")
+    with open("/logs/today.txt", "w") as f:
+        f.write("user log")
+    assert _next_boot() == "valid"
+    assert _read("/logs/today.txt") == "user log"
+    assert _read("/main.py") == MAIN0
+    assert scripts.staged() is None and not _exists("/.mpfota/stage")
+    _user_files_kept()

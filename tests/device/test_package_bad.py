@@ -225,3 +225,57 @@ async def test_an_unusable_provisioned_key_refuses_everything(vboard, package_ki
         f.write("-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n")
     msg = await _refused(package_kit, "scripts-signed", "signature")
     assert "cannot be used" in msg
+
+
+async def test_core_whose_image_header_names_another_version(vboard, package_kit):
+    # The manifest says 2.0.0 (the rules accept it); the image's header says 3.0.0.
+    _setup(package_kit)
+    msg = await _refused(package_kit, "core-version-mismatch", "image", erased=True)
+    assert "manifest names core 2.0.0" in msg and "header says 3.0.0" in msg, msg
+
+
+async def test_core_delta_rebuilding_another_version(vboard, package_kit):
+    _setup(package_kit)
+    msg = await _refused(package_kit, "delta-version-mismatch", "image", erased=True)
+    assert "header says 3.0.0" in msg, msg
+
+
+def _user_things():
+    import os
+
+    with open("/notes.txt", "w") as f:
+        f.write("my notes")
+    os.mkdir("/data")
+    with open("/data/user.txt", "w") as f:
+        f.write("my data")
+
+
+def _user_things_intact():
+    with open("/notes.txt") as f:
+        assert f.read() == "my notes"
+    with open("/data/user.txt") as f:
+        assert f.read() == "my data"
+
+
+async def test_script_file_where_the_user_has_a_folder(vboard, package_kit):
+    _setup(package_kit)
+    _user_things()
+    msg = await _refused(package_kit, "scripts-file-over-folder", "user_data")
+    assert "/data is a folder" in msg, msg
+    _user_things_intact()
+
+
+async def test_script_below_a_user_file(vboard, package_kit):
+    _setup(package_kit)
+    _user_things()
+    msg = await _refused(package_kit, "scripts-under-user-file", "user_data")
+    assert "file /notes.txt" in msg, msg
+    _user_things_intact()
+
+
+async def test_script_over_a_user_file(vboard, package_kit):
+    _setup(package_kit)
+    _user_things()
+    msg = await _refused(package_kit, "scripts-over-user-file", "user_data")
+    assert "/notes.txt is a file on the board that no package installed" in msg, msg
+    _user_things_intact()
