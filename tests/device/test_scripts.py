@@ -205,13 +205,16 @@ def test_crash_at_every_step_of_the_confirmation(vboard):
             assert scripts.status() == "valid"
 
 
-def test_failed_swap_restores_the_old_set(vboard):
+def test_swap_blocked_by_a_user_file_keeps_the_old_set(vboard):
+    # The new set needs a folder /lib/deep where the user has since put a file: the boot-time
+    # swap discards the staged set before moving anything.
     vb.boot()
     from mpfota import scripts
 
     _fresh()
-    _write("lib/deep", "a user file where the new set needs a folder")  # the move fails
-    assert scripts.apply_at_boot() == "rolled_back"
+    _write("lib/deep", "a user file where the new set needs a folder")
+    assert scripts.apply_at_boot() == "valid"
+    assert scripts.staged() is None
     assert _which() == "v1"
     assert _read("lib/deep") == "a user file where the new set needs a folder"
     _user_ok()
