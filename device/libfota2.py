@@ -293,10 +293,41 @@ def timeout_of(opts):
 # ------------------------------------------------------------------- device side
 
 
-def _globals():
-    import lsys
+def _lsys():
+    # The LuatOS scheduler when the app uses it, else None: a raw-image update through
+    # libfota2 must not load lsys (and lnet) for an app that runs on asyncio alone.
+    import sys
 
-    return {"PROJECT": lsys.PROJECT, "VERSION": lsys.VERSION, "PRODUCT_KEY": lsys.PRODUCT_KEY}
+    return sys.modules.get("lsys")
+
+
+def _globals():
+    # The LuatOS globals live in lsys; an app that never imported lsys has set none of them.
+    s = _lsys()
+    if s is None:
+        return {}
+    return {"PROJECT": s.PROJECT, "VERSION": s.VERSION, "PRODUCT_KEY": s.PRODUCT_KEY}
+
+
+def _spawn(fn, *args):
+    # Run fn(*args) as a task: an lsys task when the app uses lsys (so that sys.run() waits
+    # for it, as LuatOS's sys.run waits for libfota2's task), else a plain asyncio task.
+    s = _lsys()
+    if s is not None:
+        return s.taskInit(fn, *args)
+    import asyncio
+
+    return asyncio.create_task(_logged(fn, args))
+
+
+async def _logged(fn, args):
+    # What lsys does for its tasks: an exception (from the callback) gets a log line.
+    try:
+        await fn(*args)
+    except Exception as e:  # noqa: BLE001 - a task has nobody else to report to
+        from mpfota import log
+
+        log.error("libfota2", "task failed:", repr(e))
 
 
 def _device():
@@ -340,18 +371,14 @@ def request(cb=None, opts=None):
         log.error("libfota2", e.args[0])
         r = cb(CONFIG_ERROR)
         if _is_coro(r):
-            import lsys
-
-            lsys.taskInit(_await, r)
+            _spawn(_await, r)
         return
     log.info("libfota2.url", opts["method"], opts["url"])
     log.info("libfota2.imei/mac", query)
     log.info("libfota2.project_key", opts.get("project_key"))
     log.info("libfota2.firmware_name", opts.get("firmware_name"))
     log.info("libfota2.version", opts.get("version"))
-    import lsys
-
-    lsys.taskInit(_task, cb, opts)
+    _spawn(_task, cb, opts)
 
 
 async def _task(cb, opts):

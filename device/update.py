@@ -257,7 +257,7 @@ async def _check():
     # One check, with Luat's retry rules; ends with _done(True/False).
     import lsys
     from mpfota import http, log
-    from mpfota import httpparse as hp
+    from mpfota.httpredirect import resolve_location
     from mpfota.writer import FotaError
 
     failures = redirects = waits = 0
@@ -306,7 +306,7 @@ async def _check():
                 await _done(False)
                 return
             try:
-                _s.location = hp.resolve_location(url, loc)
+                _s.location = resolve_location(url, loc)
             except ValueError as e:
                 log.error("update", "bad Location:", e)
                 await _done(False)

@@ -115,44 +115,6 @@ class HTTPError(Exception):
         return "http error %d: %s" % (self.code, self.msg)
 
 
-_NO_PASSWORD = (
-    "encrypted client keys are not supported: MicroPython's ssl loads keys without a "
-    "password; store the client key unencrypted (client_password must be empty)"
-)
-
-
-def _der(data, what):
-    # Certificates and keys as a list of DER blobs. PEM is decoded here because not every
-    # MicroPython build has mbedTLS's PEM parser (the unix port's has none), while every
-    # build takes DER. A str is data, never a file name (ssl.SSLContext would open it).
-    import binascii
-
-    if isinstance(data, str):
-        data = data.encode()
-    if b"-----BEGIN" not in data:
-        return [bytes(data)]
-    out = []
-    pos = 0
-    while True:
-        a = data.find(b"-----BEGIN", pos)
-        if a < 0:
-            break
-        b = data.find(b"\n", a)  # end of the BEGIN line
-        e = data.find(b"-----END", a)
-        if b < 0 or e < b:
-            raise ValueError("%s: broken PEM" % what)
-        if b"ENCRYPTED" in data[a:b] or b"Proc-Type:" in data[b:e]:
-            raise ValueError(_NO_PASSWORD)
-        try:
-            out.append(binascii.a2b_base64(data[b + 1 : e]))
-        except ValueError:
-            raise ValueError("%s: bad base64 in PEM" % what)
-        pos = e + 8
-    if not out:
-        raise ValueError("%s: no PEM block" % what)
-    return out
-
-
 def _cause(e):
     # One log line: mbedTLS verification reports span lines; a bare errno gets its name.
     if isinstance(e, OSError) and len(e.args) == 1 and isinstance(e.args[0], int):
@@ -274,31 +236,6 @@ class Response:
 
     # ----------------------------------------------------------------- connection
 
-    def _tls_context(self, server_cert, client_cert, client_key, client_password):
-        if self._ctx is None:
-            if client_password:
-                raise HTTPError(ERR_CONNECT, _NO_PASSWORD)
-            import ssl
-
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            try:
-                if client_cert is not None or client_key is not None:
-                    if client_cert is None or client_key is None:
-                        raise ValueError("client_cert and client_key go together")
-                    # The first certificate is the client's own (no chain is sent).
-                    cert = _der(client_cert, "client_cert")[0]
-                    ctx.load_cert_chain(cert, _der(client_key, "client_key")[0])
-                if server_cert is not None:
-                    for ca in _der(server_cert, "server_cert"):
-                        ctx.load_verify_locations(cadata=ca)
-                    ctx.verify_mode = ssl.CERT_REQUIRED
-                else:
-                    ctx.verify_mode = ssl.CERT_NONE
-            except (ValueError, OSError) as e:
-                raise HTTPError(ERR_CONNECT, "TLS setup failed: %s" % _cause(e))
-            self._ctx = ctx
-        return self._ctx
-
     async def _connect(self, scheme, host, port, tls):
         try:
             ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
@@ -318,10 +255,12 @@ class Response:
         await self._wait(True, _T_CONNECT)
         self._tls = scheme == "https"
         if self._tls:
+            from mpfota import httptls
+
             try:
-                self._sock = self._tls_context(*tls).wrap_socket(
-                    s, server_hostname=host, do_handshake_on_connect=False
-                )
+                if self._ctx is None:
+                    self._ctx = httptls.context(*tls)
+                self._sock = httptls.wrap(self._ctx, s, host)
             except (ValueError, OSError) as e:
                 raise HTTPError(ERR_CONNECT, "TLS setup failed: %s" % _cause(e))
 
@@ -489,24 +428,6 @@ class Response:
 
     # -------------------------------------------------------------------- body
 
-    async def _next_chunk(self):
-        eof = "server closed the connection in the chunked body"
-        if self._chunks:
-            if await self._line(ERR_BODY, eof):
-                raise HTTPError(ERR_BODY, "chunk data not followed by CRLF")
-        self._chunks += 1
-        try:
-            size = hp.parse_chunk_size(await self._line(ERR_BODY, eof))
-        except hp.ParseError as e:
-            raise HTTPError(ERR_BODY, str(e))
-        if size == 0:
-            for _ in range(MAX_HEADER_LINES + 1):  # trailer lines, up to the empty line
-                if not await self._line(ERR_BODY, eof):
-                    self._finish()
-                    return
-            raise HTTPError(ERR_BODY, "endless trailers")
-        self._left = size
-
     def _finish(self):
         # The body is complete: nothing more to read on this connection.
         self._mode = _DONE
@@ -520,7 +441,9 @@ class Response:
             raise HTTPError(ERR_STATE, "response already closed")
         self._check_deadline()
         if self._mode == _CHUNKED and self._left == 0:
-            await self._next_chunk()
+            from mpfota import httpchunk
+
+            await httpchunk.next_chunk(self)
             if self._mode == _DONE:
                 return 0
         n = len(mv)
@@ -618,8 +541,10 @@ class Response:
             seen.append(url)
             if len(seen) > max_redirects:
                 raise HTTPError(ERR_STATE, "too many redirects (more than %d)" % max_redirects)
+            from mpfota import httpredirect
+
             try:
-                nxt = hp.resolve_location(url, self.location)
+                nxt = httpredirect.resolve_location(url, self.location)
             except hp.ParseError as e:
                 raise HTTPError(ERR_HEADER, "bad Location %r: %s" % (self.location[:80], e))
             if nxt in seen:

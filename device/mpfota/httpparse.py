@@ -7,15 +7,16 @@ values are `str`.
 
     split_url(url)                 -> (scheme, host, port, target)
     authority(scheme, host, port)  -> "host" or "host:port" (IPv6 in brackets), for Host:
-    resolve_location(base, loc)    -> absolute URL of a redirect target
     parse_status_line(line)        -> status code (int)
     parse_header(line)             -> (name, value) for the headers the client keeps, else None
     parse_content_length(value)    -> int
     is_chunked(value)              -> True when chunked is the final transfer coding
-    parse_chunk_size(line)         -> int
     parse_content_range(value)     -> (start, end, total); (None, None, total) for "*/total";
                                       total is None for "/*"
     parse_retry_after(value)       -> int seconds, or the HTTP-date string as given
+
+What only some responses need lives apart and loads on demand: chunk sizes in
+mpfota.httpchunk, redirect targets in mpfota.httpredirect.
 """
 
 try:
@@ -28,7 +29,6 @@ except ImportError:  # CPython
 
 # Bounds that keep numbers small and parsing cheap on a board (no bignums from a hostile peer).
 _MAX_DIGITS = const(15)  # decimal lengths and offsets: up to 10**15 - 1 bytes
-_MAX_HEX = const(12)  # chunk sizes: up to 2**48 - 1 bytes
 
 # The response headers the engine needs; all others are skipped without allocating.
 KEPT = (
@@ -43,7 +43,6 @@ KEPT = (
 )
 
 _TCHAR = b"!#$%&'*+-.^_`|~"  # token characters besides letters and digits (RFC 9110 5.6.2)
-_HEX = b"0123456789abcdefABCDEF"
 
 
 class ParseError(ValueError):
@@ -158,77 +157,6 @@ def authority(scheme, host, port):
     return "%s:%d" % (host, port)
 
 
-def _remove_dots(path):
-    # RFC 3986 5.2.4, on whole segments: "." vanishes, ".." drops the previous segment.
-    out = []
-    segs = path.split("/")
-    for i, s in enumerate(segs):
-        last = i == len(segs) - 1
-        if s == ".":
-            if last:
-                out.append("")
-        elif s == "..":
-            if len(out) > 1:
-                out.pop()
-            if last:
-                out.append("")
-        else:
-            out.append(s)
-    res = "/".join(out)
-    return res if res.startswith("/") else "/" + res
-
-
-def _has_scheme(ref):
-    # "scheme:" before any "/" or "?" (RFC 3986 4.2: a relative path cannot start so).
-    i = ref.find(":")
-    if i <= 0:
-        return False
-    for k, c in enumerate(ref[:i]):
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or (k and (c in "+-." or "0" <= c <= "9"))):
-            return False
-    return True
-
-
-def resolve_location(base, loc):
-    """Resolve a Location header value against the URL it came from; return an absolute URL.
-
-    Handles absolute URLs, scheme-relative ("//host/p"), absolute paths ("/p"), queries ("?q")
-    and relative paths ("p", "../p"). The result is checked with split_url.
-    """
-    if not isinstance(loc, str):
-        raise ParseError("Location must be a str")
-    loc = loc.strip()
-    if not loc:
-        raise ParseError("empty Location")
-    h = loc.find("#")
-    if h >= 0:
-        loc = loc[:h]
-    scheme, host, port, target = split_url(base)
-    if _has_scheme(loc):
-        split_url(loc)  # http(s) with an authority, or an error naming the scheme
-        return loc
-    if loc.startswith("//"):
-        url = scheme + ":" + loc
-    else:
-        origin = scheme + "://" + authority(scheme, host, port)
-        q = target.find("?")
-        path = target if q < 0 else target[:q]
-        if loc.startswith("/"):
-            ref = loc
-        elif loc.startswith("?"):
-            ref = path + loc
-        else:
-            ref = path[: path.rfind("/") + 1] + loc
-        q = ref.find("?")
-        if q < 0:
-            ref = _remove_dots(ref)
-        else:
-            ref = _remove_dots(ref[:q]) + ref[q:]
-        url = origin + ref
-    split_url(url)
-    return url
-
-
 # ------------------------------------------------------------------------- response head
 
 
@@ -281,21 +209,6 @@ def parse_content_length(value):
 
 def is_chunked(value):
     return value.split(",")[-1].strip().lower() == "chunked"
-
-
-def parse_chunk_size(line):
-    """Size from a chunk-size line "HEX[;ext...]" (CRLF stripped; spaces before ';' allowed)."""
-    b = bytes(line)
-    i = b.find(b";")
-    if i >= 0:
-        b = b[:i]
-    b = b.rstrip(b" \t")
-    if not b or len(b) > _MAX_HEX:
-        raise ParseError("bad chunk size line: %r" % bytes(line)[:40])
-    for c in b:
-        if c not in _HEX:
-            raise ParseError("bad chunk size line: %r" % bytes(line)[:40])
-    return int(b.decode(), 16)
 
 
 def parse_content_range(value):

@@ -357,3 +357,53 @@ def test_full_update_download_cb0_reset_new_core(vboard, luatos_server):
     out = asyncio.run(libfota2.check(opts2))
     assert (out.code, out.status) == (4, 404)
     assert opts2["version"] == "2.0.0.001.001"
+
+
+# ------------------------------------------------------------- what a raw-image update loads
+
+
+async def test_raw_image_update_on_asyncio_alone_loads_no_lsys(vboard, luatos_server):
+    # An app that never imports lsys: request() schedules on asyncio, the callback still runs,
+    # and neither the LuatOS scheduler nor the HTTP parts a plain 200 does not need (chunked
+    # decoding, redirects, TLS) are loaded.
+    import sys
+
+    vb.boot()
+    import asyncio
+
+    import libfota2
+
+    img = luatos_server["images"]["core-2.0.0"]
+    got = []
+    libfota2.request(got.append, {"url": "###" + luatos_server["base"] + img["path"]})
+    for _ in range(500):
+        if got:
+            break
+        await asyncio.sleep_ms(20)
+    assert got == [0]
+    loaded = [m for m in ("lsys", "lnet", "mpfota.httpchunk", "mpfota.httpredirect",
+                          "mpfota.httptls", "ssl") if m in sys.modules]
+    assert not loaded, loaded
+
+
+async def test_callback_error_on_asyncio_alone_is_logged(vboard, luatos_server):
+    # Without lsys, an exception in the callback still leaves a log line with its cause.
+    vb.boot()
+    import asyncio
+
+    import libfota2
+
+    lines = _capture()
+    calls = []
+
+    def cb(ret):
+        calls.append(ret)
+        raise ValueError("app bug")
+
+    libfota2.request(cb, {"url": "###" + luatos_server["refused"] + "/x"})
+    for _ in range(500):
+        if calls and _logged(lines, "app bug"):
+            break
+        await asyncio.sleep_ms(20)
+    assert calls == [1]
+    assert _logged(lines, "task failed")

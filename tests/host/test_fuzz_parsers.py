@@ -44,6 +44,8 @@ import libfota2  # noqa: E402
 import update  # noqa: E402
 from mpfota import deltafmt, package, rsa, version  # noqa: E402
 from mpfota import httpparse as hp  # noqa: E402
+from mpfota.httpchunk import parse_chunk_size  # noqa: E402
+from mpfota.httpredirect import resolve_location  # noqa: E402
 from triggers import tcp  # noqa: E402
 
 FUZZ_ENV = "MPFOTA_FUZZ_EXAMPLES"
@@ -121,7 +123,7 @@ def test_http_byte_parsers(data):
     assert status is None or 100 <= status <= 999
     header = raises_only(hp.ParseError, hp.parse_header, data)
     assert header is None or (isinstance(header[0], str) and header[0] in hp.KEPT)
-    size = raises_only(hp.ParseError, hp.parse_chunk_size, data)
+    size = raises_only(hp.ParseError, parse_chunk_size, data)
     assert size is None or 0 <= size < 2**48
 
 
@@ -146,7 +148,7 @@ def test_urls_split_and_resolve(base, loc):
         scheme, host, port, target = parts
         assert scheme in ("http", "https") and host and 0 < port < 65536
         assert target.startswith("/") and not any(c in target for c in " \r\n\x00")
-    url = raises_only(hp.ParseError, hp.resolve_location, base, loc)
+    url = raises_only(hp.ParseError, resolve_location, base, loc)
     if url is not None:
         assert hp.split_url(url)[3].startswith("/")
 

@@ -1,5 +1,6 @@
-"""mpfota.httpparse under CPython: the parsing rules, a property test that hostile input only
-ever raises ParseError, and a check that MicroPython gives the same answers."""
+"""mpfota.httpparse (and its on-demand parts httpchunk, httpredirect) under CPython: the parsing
+rules, a property test that hostile input only ever raises ParseError, and a check that
+MicroPython gives the same answers."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from mpfota_host import paths
 sys.path.insert(0, str(paths.DEVICE))
 
 from mpfota import httpparse as hp  # noqa: E402
+from mpfota.httpchunk import parse_chunk_size  # noqa: E402
 from mpfota.httpparse import ParseError  # noqa: E402
+from mpfota.httpredirect import resolve_location  # noqa: E402
 
 # ------------------------------------------------------------------------------ URLs
 
@@ -108,12 +111,12 @@ BASE = "http://a.example:8080/b/c/d;p?q"
     ],
 )
 def test_resolve_location(loc, url):
-    assert hp.resolve_location(BASE, loc) == url
+    assert resolve_location(BASE, loc) == url
 
 
 def test_resolve_location_keeps_ipv6_and_https_origins():
-    assert hp.resolve_location("https://[::1]:8443/a/b", "c") == "https://[::1]:8443/a/c"
-    assert hp.resolve_location("https://h/a", "//g:81/x") == "https://g:81/x"
+    assert resolve_location("https://[::1]:8443/a/b", "c") == "https://[::1]:8443/a/c"
+    assert resolve_location("https://h/a", "//g:81/x") == "https://g:81/x"
 
 
 @pytest.mark.parametrize(
@@ -121,7 +124,7 @@ def test_resolve_location_keeps_ipv6_and_https_origins():
 )
 def test_resolve_location_rejects(loc):
     with pytest.raises(ParseError):
-        hp.resolve_location(BASE, loc)
+        resolve_location(BASE, loc)
 
 
 # ----------------------------------------------------------------------- response head
@@ -211,14 +214,14 @@ def test_transfer_encoding():
 
 
 def test_chunk_size_lines():
-    assert hp.parse_chunk_size(b"0") == 0
-    assert hp.parse_chunk_size(b"1A") == 26
-    assert hp.parse_chunk_size(b"ff;name=value") == 255
-    assert hp.parse_chunk_size(b'10 ; q="a;b"') == 16
-    assert hp.parse_chunk_size(bytearray(b"ffffffffffff")) == 2**48 - 1
+    assert parse_chunk_size(b"0") == 0
+    assert parse_chunk_size(b"1A") == 26
+    assert parse_chunk_size(b"ff;name=value") == 255
+    assert parse_chunk_size(b'10 ; q="a;b"') == 16
+    assert parse_chunk_size(bytearray(b"ffffffffffff")) == 2**48 - 1
     for bad in (b"", b";x", b"zz", b"-1", b"+1", b"0x10", b" 1", b"1_0", b"fffffffffffff", b"1 2"):
         with pytest.raises(ParseError):
-            hp.parse_chunk_size(bad)
+            parse_chunk_size(bad)
 
 
 def test_content_range():
@@ -253,14 +256,14 @@ def test_retry_after():
 # ------------------------------------------------------------------ hostile input
 
 
-BYTE_PARSERS = (hp.parse_status_line, hp.parse_header, hp.parse_chunk_size)
+BYTE_PARSERS = (hp.parse_status_line, hp.parse_header, parse_chunk_size)
 TEXT_PARSERS = (
     hp.split_url,
     hp.parse_content_length,
     hp.parse_content_range,
     hp.parse_retry_after,
     hp.is_chunked,
-    lambda s: hp.resolve_location(BASE, s),
+    lambda s: resolve_location(BASE, s),
 )
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -350,7 +353,7 @@ def test_text_parsers_raise_only_parse_error(text):
 @given(base=url_text, loc=url_text)
 def test_resolved_locations_are_valid_urls(base, loc):
     try:
-        url = hp.resolve_location(base, loc)
+        url = resolve_location(base, loc)
     except ParseError:
         return
     scheme, host, port, target = hp.split_url(url)
@@ -448,20 +451,22 @@ def _answers(b, t):
     return [
         _run(hp.parse_status_line, b),
         _run(hp.parse_header, b),
-        _run(hp.parse_chunk_size, b),
+        _run(parse_chunk_size, b),
         _run(hp.split_url, t),
         _run(hp.parse_content_length, t),
         _run(hp.parse_content_range, t),
         _run(hp.parse_retry_after, t),
         _run(hp.is_chunked, t),
-        _run(hp.resolve_location, BASE, t),
-        _run(hp.resolve_location, t, "../x"),
+        _run(resolve_location, BASE, t),
+        _run(resolve_location, t, "../x"),
     ]
 
 
 _DUAL = r"""
 import json, binascii
 from mpfota import httpparse as hp
+from mpfota.httpchunk import parse_chunk_size
+from mpfota.httpredirect import resolve_location
 BASE = %r
 def _run(f, *a):
     try:
@@ -472,10 +477,10 @@ def _run(f, *a):
     except Exception as e:
         return ["other", type(e).__name__]
 def _answers(b, t):
-    out = [_run(f, b) for f in (hp.parse_status_line, hp.parse_header, hp.parse_chunk_size)]
+    out = [_run(f, b) for f in (hp.parse_status_line, hp.parse_header, parse_chunk_size)]
     out += [_run(f, t) for f in (hp.split_url, hp.parse_content_length, hp.parse_content_range,
                                  hp.parse_retry_after, hp.is_chunked)]
-    return out + [_run(hp.resolve_location, BASE, t), _run(hp.resolve_location, t, "../x")]
+    return out + [_run(resolve_location, BASE, t), _run(resolve_location, t, "../x")]
 for h, t in json.load(open(%r)):
     print(json.dumps(_answers(binascii.unhexlify(h), t)))
 """
