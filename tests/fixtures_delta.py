@@ -64,6 +64,64 @@ def small_bodies() -> tuple[bytes, bytes]:
     return bytes(old), bytes(new)
 
 
+PAIR_KINDS = ("shift", "append", "identical", "shorter", "erased_runs")
+_LOAD = 0x08000000  # where the synthetic images "run": pointers are _LOAD + offset
+
+
+def firmware_like(seed: int, size: int, erased: bool = False) -> bytes:
+    """An image like a linked firmware: recurring code words and absolute pointers into itself;
+    with `erased`, long 0xFF runs as between the sections of a flash image."""
+    rng = random.Random(seed)
+    words = [rng.getrandbits(32) for _ in range(64)]
+    out = bytearray()
+    while len(out) < size:
+        roll = rng.random()
+        if erased and roll < 0.02:
+            out += b"\xff" * rng.randrange(256, 4096)
+        elif roll < 0.6:
+            out += rng.choice(words).to_bytes(4, "little")
+        else:
+            out += (_LOAD + rng.randrange(size)).to_bytes(4, "little")
+    return bytes(out[:size] if len(out) > size else out)
+
+
+def relink(image_bytes: bytes, at: int, delta_bytes: int, fill: int) -> bytes:
+    """The image rebuilt with `delta_bytes` inserted (> 0, bytes of value `fill`) or removed
+    (< 0) at offset `at`, and every pointer-like word to an address after `at` moved with it,
+    as the linker does when a function early in the image grows or shrinks."""
+    words = bytearray()
+    for i in range(0, len(image_bytes) - len(image_bytes) % 4, 4):
+        w = int.from_bytes(image_bytes[i : i + 4], "little")
+        if _LOAD + at <= w < _LOAD + len(image_bytes):
+            w = (w + delta_bytes) & 0xFFFFFFFF
+        words += w.to_bytes(4, "little")
+    body = bytes(words) + image_bytes[len(words) :]
+    if delta_bytes >= 0:
+        return body[:at] + bytes([fill]) * delta_bytes + body[at:]
+    return body[:at] + body[at - delta_bytes :]
+
+
+def realistic_pair(kind: str, seed: int, size: int, at: int, amount: int) -> tuple[bytes, bytes]:
+    """(old, new) for one kind of update a team ships (PAIR_KINDS); `at` and `amount` place and
+    size the change (0 <= at < size, amount may be negative)."""
+    old = firmware_like(seed, size, erased=kind == "erased_runs")
+    at &= ~3
+    removable = (size - at - 1) // 2  # never remove the whole image
+    amount = max(amount, -removable)
+    if kind == "shift" or kind == "erased_runs":
+        new = relink(old, at, amount, seed & 0xFF)
+    elif kind == "append":
+        new = old + firmware_like(seed + 1, abs(amount) + 1)
+    elif kind == "identical":
+        new = old
+    elif kind == "shorter":
+        cut = min(abs(amount), removable)
+        new = relink(old, at, -cut, 0)[: max(1, size - cut * 8)]
+    else:
+        raise ValueError(kind)
+    return old, new
+
+
 def _patch_fields(patch: bytes):
     return delta.fmt().parse_header(patch)
 

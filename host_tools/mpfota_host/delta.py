@@ -28,6 +28,7 @@ from .progress import Progress
 
 DEFAULT_MAX_WBITS = 12
 WINDOW_TOLERANCE = 0.01  # a smaller window is chosen while it costs less than 1 % more
+FULL_IMAGE_SHARE = 0.9  # from this patch/new-image ratio on, `mpfota delta` suggests a full image
 _NONZERO = re.compile(rb"[^\x00]+")
 
 
@@ -181,7 +182,11 @@ def make_patch(
         raise UserError(f"--wbits must be in {f.MIN_WBITS}..{f.MAX_WBITS}")
     raws, triples = raw_streams(old, new)
     data = assemble(raws, triples, old, new, max_wbits)
-    if apply_patch(old, data, progress) != new:
+    try:
+        rebuilt = apply_patch(old, data, progress)
+    except f.PatchError as exc:
+        raise UserError(f"internal error: the patch fails its own check ({exc}); please report")
+    if rebuilt != new:
         raise UserError("internal error: the patch does not rebuild NEW (please report)")
     return Patch(data, f.parse_header(data), [len(r) for r in raws], triples)
 
@@ -200,12 +205,15 @@ class Inflate:
     def readinto(self, buf) -> int:
         want = len(buf)
         while len(self._out) < want and not self._d.eof:
-            # Input held back when the last call stopped at max_length goes in first.
+            # Input held back when the last call stopped at max_length goes in first. With no
+            # input left, zlib may still hold decoded bytes (a long match cut by max_length):
+            # an empty call drains them; only when that yields nothing is the stream cut.
             src = self._d.unconsumed_tail or self._in
             self._in = b""
-            if not src:
+            got = self._d.decompress(src, want - len(self._out))
+            if not got and not src:
                 raise EOFError("raw DEFLATE stream cut short")
-            self._out += self._d.decompress(src, want - len(self._out))
+            self._out += got
         n = min(want, len(self._out))
         buf[:n] = self._out[:n]
         self._out = self._out[n:]
@@ -319,6 +327,12 @@ def cmd_delta(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(f"{args.output}: {patch.summary()}")
+    if len(patch.data) >= FULL_IMAGE_SHARE * len(new):
+        print(
+            f"warning: the patch is {100 * len(patch.data) / len(new):.0f} % of the new image; "
+            "a full image update costs about the same and needs no matching base",
+            file=sys.stderr,
+        )
     return 0
 
 
