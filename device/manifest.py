@@ -54,6 +54,7 @@ if "engine" in _on:
 
 if "libfota2" in _on:
     module("libfota2.py")
+    module("libfota2log.py")
     module("lsys.py")
     module("lnet.py")
     module("fotatimer.py")

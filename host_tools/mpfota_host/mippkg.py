@@ -69,11 +69,13 @@ FEATURES: tuple[Feature, ...] = (
             "mpfota/httpparse.py",
             "mpfota/httpredirect.py",
             "mpfota/httptls.py",
+            "mpfota/journal.py",
             "mpfota/log.py",
             "mpfota/ota.py",
             "mpfota/package.py",
             "mpfota/rsa.py",
             "mpfota/scripts.py",
+            "mpfota/slot.py",
             "mpfota/state.py",
             "mpfota/version.py",
             "mpfota/writer.py",
@@ -82,7 +84,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "libfota2",
         "LuatOS libfota2 with lsys (sys), lnet (network readiness) and periodic checks",
-        ("libfota2.py", "lsys.py", "lnet.py", "fotatimer.py"),
+        ("libfota2.py", "libfota2log.py", "lsys.py", "lnet.py", "fotatimer.py"),
         requires=("engine",),
     ),
     Feature(
