@@ -19,7 +19,6 @@
 # after the last block, which verifies what was written. Nothing is switched unless the length,
 # the digests given, a read-back of the slot and the board's image check all pass.
 from micropython import const
-
 from mpfota import log
 
 _IDLE = const(0)
