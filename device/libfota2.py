@@ -12,7 +12,8 @@
 # opts (a dict, mutated in place as LuatOS mutates its table, so a periodic timer reuses the
 # URL built by the first call): url, version, timeout, project_key, imei, firmware_name,
 # server_cert, client_cert, client_key, client_password, method, headers, body; also
-# callback(total, received[, userdata]) with userdata, as LuatOS's http layer reads them.
+# callback(total, received[, userdata]) with userdata, as LuatOS's http layer reads them; and
+# id_rule ("portable" or "model": which device-id rule, see docs/libfota2.md).
 # Set by request(): url (built), url_done, method, project_key, version, firmware_name, fota.
 #
 # The URL, version, firmware-name and result-code rules are pure functions below (they run
@@ -143,6 +144,53 @@ def device_query(imei, mac, uid):
     return None
 
 
+# LuatOS master's rule (libfota2.lua get_device_query, 2026-06): the id by module model.
+_BY_MODEL = (
+    (("Air780E", "Air8000", "Air700"), "imei"),
+    (("Air8101",), "mac"),
+    (("Air1601", "Air1602", "Air1780"), "uid"),
+)
+
+
+def model_name(model, bsp):
+    # hmeta.model(); a board without model() is named by its bsp (cut at "-").
+    return str(model) if model else bsp_name(bsp or "")
+
+
+def model_device_query(model, imei, mac, uid):
+    """The device-id parameter by module model (opts id_rule "model"): Air780E*, Air8000 and
+    Air700 send imei=; Air8101 mac=; Air1601, Air1602 and Air1780 "mac=" + the unique id in
+    hex. None for other models (LuatOS would send "nil") or when the board lacks that id."""
+    for prefixes, source in _BY_MODEL:
+        for p in prefixes:
+            if model[:len(p)] == p:
+                if source == "imei":
+                    return "imei=%s" % (imei,) if imei else None
+                if source == "mac":
+                    return "mac=" + mac_hex(mac) if mac else None
+                return "mac=" + hex_upper(uid) if uid else None
+    return None
+
+
+def _board_query(opts, dev):
+    # The device id of the board, by opts' id_rule ("portable", the default, or "model").
+    imei, mac, uid = dev.get("imei"), dev.get("mac"), dev.get("unique_id")
+    rule = opts.get("id_rule") or "portable"
+    if rule == "portable":
+        query = device_query(imei, mac, uid)
+        if query is None:
+            raise ConfigError("no device id: the board has no IMEI, MAC or unique id")
+        return query
+    if rule != "model":
+        raise ConfigError("opts.id_rule must be \"portable\" or \"model\", not %r" % (rule,))
+    model = model_name(dev.get("model"), dev.get("bsp"))
+    query = model_device_query(model, imei, mac, uid)
+    if query is None:
+        raise ConfigError("no device id for model %s under the model rule (LuatOS would send "
+                          "\"nil\"): use id_rule \"portable\" or set opts.imei" % (model,))
+    return query
+
+
 def join_query(url, query):
     # url + query with the separator LuatOS leaves to the user: none after "?" or "&" (or an
     # empty url), "&" when the url already has a query, else "?".
@@ -155,8 +203,8 @@ def prepare(opts, g, dev):
     """The synchronous part of libfota2.request(): fill in opts (mutated) and build the URL.
 
     g: the LuatOS globals {"PROJECT", "VERSION", "PRODUCT_KEY"}; dev: the board
-    {"core_version", "bsp", "imei", "mac", "unique_id" (bytes)}. Returns the device-id query
-    that was used ("" when none was built); raises ConfigError (result 5)."""
+    {"core_version", "bsp", "imei", "mac", "unique_id" (bytes), "model"}. Returns the
+    device-id query that was used ("" when none was built); raises ConfigError (result 5)."""
     if not hasattr(opts, "get"):
         raise ConfigError("opts must be a dict, not %s" % type(opts).__name__)
     opts["fota"] = True
@@ -186,9 +234,7 @@ def prepare(opts, g, dev):
             opts["firmware_name"] = firmware_name(project, dev.get("bsp") or "")
         imei = opts.get("imei")
         if _unset(imei):
-            query = device_query(dev.get("imei"), dev.get("mac"), dev.get("unique_id"))
-            if query is None:
-                raise ConfigError("no device id: the board has no IMEI, MAC or unique id")
+            query = _board_query(opts, dev)
             full = join_query(url, query)
         else:
             full = join_query(url, "imei=%s" % (imei,))
@@ -293,7 +339,7 @@ def _device():
     import board
 
     out = {}
-    for key in ("core_version", "bsp", "imei", "mac", "unique_id"):
+    for key in ("core_version", "bsp", "imei", "mac", "unique_id", "model"):
         try:
             out[key] = getattr(board, key)()
         except Exception:  # noqa: BLE001 - any board error means "not available"
