@@ -209,7 +209,7 @@ def test_cli_admin(tmp_path, capsys):
         return code, out, err
 
     code, out, _ = run("publish", "--project", P, "--firmware", FW, "--version", "001.000.001",
-                       "--core", "V2014", "--from-core", "V2012", str(f))
+                       "--core", "V2014", "--from-core", "V2012", "--opaque", str(f))
     assert code == 0 and "from core 2012" in out and "1234 bytes" in out
     code, out, _ = run("publish", "--project", P, "--firmware", FW, "--version", "001.000.001",
                        "--from-core", "2013")
