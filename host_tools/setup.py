@@ -1,8 +1,9 @@
 """Build hook: the wheel carries the device code and the boards it deploys, flashes and runs.
 
-`mpfota deploy`, `mpfota board`, `mpfota pack` and `mpfota bench` need ../device, ../boards and
-../tests/bench; an installed wheel has no repository around it, so build_py copies them into
-mpfota_host/_repo/ (mpfota_host.paths falls back to it). Everything else is in pyproject.toml.
+`mpfota deploy`, `mpfota board`, `mpfota pack` and `mpfota bench` need ../device, ../boards,
+../deps (umqtt.simple, fetched by `make setup`; deploy fetches it by pinned hash when a wheel
+lacks it) and ../tests/bench; an installed wheel has no repository around it, so build_py
+copies them into mpfota_host/_repo/ (mpfota_host.paths falls back to it). Everything else is in pyproject.toml.
 """
 
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = ("device", "boards", "tests/bench")
+SHIPPED = ("device", "boards", "deps", "tests/bench")  # deps/: umqtt.simple, from make setup
 
 
 class BuildWithDeviceCode(build_py):

@@ -1,18 +1,24 @@
 """`mpfota board`: create, run and serve a virtual board (boards/unix on the unix port).
 
-mpfota board init  --flash DIR [--slot-size 1M] [--fs-size 512K] [--core IMG | --core-version V]
-mpfota board run   --flash DIR [APP.py] [--cut-after N] [--max-boots K] [--sleep-scale S]
-mpfota board serve --flash DIR            # prints "pty: /dev/pts/N" for mpremote
+mpfota board init   --flash DIR [--slot-size 1M] [--fs-size 512K] [--core IMG | --core-version V]
+mpfota board run    --flash DIR [--create] [APP.py] [--cut-after N] [--max-boots K]
+                    [--sleep-scale S]
+mpfota board serve  --flash DIR [--create]  # prints "pty: /dev/pts/N" for mpremote
+mpfota board status --flash DIR [--json]    # slots, versions, boot state, journal, files
+
+One runner at a time per board directory (boardlock): a second one is refused with a line
+naming the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
 
-from . import boardpty, image, vboard
+from . import boardlock, boardpty, boardstatus, image, vboard
 from .errors import UserError
 from .helptext import examples
 
@@ -48,8 +54,14 @@ def _say(line: str) -> None:
     print(f"board: {line}", flush=True)
 
 
-def _ensure_board(directory: str) -> None:
+def _ensure_board(directory: str, create: bool) -> None:
+    """A missing board is made only when asked (--create): a mistyped path is refused."""
     if not vboard.is_board(directory):
+        if not create:
+            raise UserError(
+                f"{directory} is not a virtual board: `mpfota board init --flash {directory}` "
+                "makes one (or pass --create)"
+            )
         cfg = vboard.init(directory)
         _say(
             f"initialised a new board in {directory} (core {vboard.DEFAULT_CORE_VERSION}, "
@@ -91,7 +103,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.app and not Path(args.app).is_file():
         raise UserError(f"no such app file: {args.app}")
-    _ensure_board(args.flash)
+    _ensure_board(args.flash, args.create)
     return vboard.run(
         args.flash,
         app=args.app,
@@ -104,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _ensure_board(args.flash)
+    _ensure_board(args.flash, args.create)
     server = boardpty.PtyBoard(
         args.flash, frozen=not args.no_frozen, sleep_scale=args.sleep_scale, notice=_say
     )
@@ -113,25 +125,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"pty: {server.path}", flush=True)
-    print(
-        f"board: connect with `mpremote connect {server.path}`; Ctrl-C stops serving",
-        file=sys.stderr,
-        flush=True,
-    )
     try:
-        return server.serve_forever()
+        with boardlock.hold(args.flash, "board serve", pty=server.path):
+            print(f"pty: {server.path}", flush=True)
+            print(
+                f"board: connect with `mpremote connect {server.path}`; Ctrl-C stops serving",
+                file=sys.stderr,
+                flush=True,
+            )
+            return server.serve_forever()
     except KeyboardInterrupt:
-        server.close()
         return 0
+    finally:
+        server.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = boardstatus.read(args.flash)
+    print(json.dumps(st, indent=2, ensure_ascii=False) if args.json
+          else boardstatus.render(args.flash, st))
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "board", help="the virtual board: init, run, serve",
+        "board", help="the virtual board: init, run, serve, status",
         **examples("mpfota board init --flash /tmp/b1 --slot-size 1M",
                    "mpfota board run --flash /tmp/b1 app.py",
-                   "mpfota board serve --flash /tmp/b1"),
+                   "mpfota board serve --flash /tmp/b1",
+                   "mpfota board status --flash /tmp/b1"),
     )
     sub = parser.add_subparsers(dest="board_command", metavar="ACTION", required=True)
 
@@ -167,12 +189,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run", help="boot the board (again after resets) until the app ends",
         **examples("mpfota board run --flash /tmp/b1 app.py",
+                   "mpfota board run --flash /tmp/new --create app.py   a new board first",
                    "mpfota board run --flash /tmp/b1 --cut-after 25   power cut after op 25",
                    "mpfota board run --flash /tmp/b1 --sleep-scale 0.001 --max-boots 5"),
     )
-    run.add_argument(
-        "--flash", required=True, metavar="DIR", help="board directory (created if new)"
-    )
+    run.add_argument("--flash", required=True, metavar="DIR", help="board directory")
+    run.add_argument("--create", action="store_true",
+                     help="make the board (with the defaults of init) if DIR holds none")
     run.add_argument(
         "app", nargs="?", metavar="APP.py", help="installed as /main.py at the first boot"
     )
@@ -202,9 +225,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         **examples("mpfota board serve --flash /tmp/b1",
                    "mpfota board serve --flash /tmp/b1 --no-frozen   only what is in /lib"),
     )
-    serve.add_argument(
-        "--flash", required=True, metavar="DIR", help="board directory (created if new)"
-    )
+    serve.add_argument("--flash", required=True, metavar="DIR", help="board directory")
+    serve.add_argument("--create", action="store_true",
+                       help="make the board (with the defaults of init) if DIR holds none")
     serve.add_argument(
         "--sleep-scale",
         type=_scale,
@@ -218,3 +241,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="do not provide device/ as frozen modules (use what is deployed in /lib)",
     )
     serve.set_defaults(func=cmd_serve)
+
+    status = sub.add_parser(
+        "status", help="slots, core versions, boot state, update journal and files",
+        description=boardstatus.__doc__, **examples(
+            "mpfota board status --flash /tmp/b1",
+            "mpfota board status --flash /tmp/b1 --json   the same as JSON (status() of the "
+            "device)"),
+    )
+    status.add_argument("--flash", required=True, metavar="DIR", help="board directory")
+    status.add_argument("--json", action="store_true",
+                        help="print the device's status() dict as JSON")
+    status.set_defaults(func=cmd_status)

@@ -23,6 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  mpfota scenario 3 --sleep-scale 0.001",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--flash", type=Path, default=paths.REPO / "build" / "demo-board",
-                   help="board directory (recreated; default build/demo-board)")
+    p.add_argument("--flash", type=Path, default=paths.BUILD / "demo-board",
+                   help=f"board directory (recreated; default {paths.BUILD / 'demo-board'})")
     p.set_defaults(func=lambda a: scenarios.run_scenario(1, a.flash))

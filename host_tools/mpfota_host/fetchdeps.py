@@ -77,6 +77,33 @@ def fetch(pin: Pinned, dest: Path) -> None:
     print(f"fetchdeps: {pin.project}=={pin.version} -> {dest}")
 
 
+def present(root: Path) -> bool:
+    return all((root / m).is_file() for pin in PINNED for m in pin.members)
+
+
+def ensure(say=print) -> Path:
+    """A folder holding every pinned dependency: the checkout's (or the wheel's) deps/, else a
+    cache folder they are fetched into once, by pinned hash (`mpfota deploy` from a pip install
+    of a wheel built without deps/)."""
+    from . import paths
+    from .errors import UserError
+
+    cache = paths.BUILD / "deps"
+    for root in (paths.DEPS, cache):
+        if present(root):
+            return root
+    for pin in PINNED:
+        say(f"fetching {pin.project}=={pin.version} (pinned sha256) from the package index "
+            f"into {cache}")
+        try:
+            fetch(pin, cache)
+        except SystemExit as exc:
+            raise UserError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - network and archive errors: one line
+            raise UserError(f"cannot fetch {pin.project}=={pin.version}: {exc}") from None
+    return cache
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     dest = Path(args[0] if args else "deps")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import image, paths
+from . import boardlock, image, paths
 from .errors import UserError
 
 SECTOR = 4096
@@ -201,13 +201,17 @@ def init(
     cfg["adapters"] = adapters if adapters is not None else [dict(a) for a in DEFAULT_ADAPTERS]
     try:
         d.mkdir(parents=True, exist_ok=True)
-        for stale in (WAKE_JSON, POWER_CUT_MARK):
-            (d / stale).unlink(missing_ok=True)
-        _write_erased(d / FLASH_BIN, cfg["size"])
-        (d / BOARD_JSON).write_text(json.dumps(cfg, indent=2) + "\n")
     except OSError as exc:
         raise UserError(f"cannot create a board in {d}: {exc.strerror or exc}") from None
-    program_slot(d, 0, core_image)
+    with boardlock.hold(d, "board init"):
+        try:
+            for stale in (WAKE_JSON, POWER_CUT_MARK):
+                (d / stale).unlink(missing_ok=True)
+            _write_erased(d / FLASH_BIN, cfg["size"])
+            (d / BOARD_JSON).write_text(json.dumps(cfg, indent=2) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot create a board in {d}: {exc.strerror or exc}") from None
+        program_slot(d, 0, core_image)
     return cfg
 
 
@@ -229,7 +233,7 @@ def boot_command(
     env: dict[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """argv and environment of one boot."""
-    rom = bootrom()
+    rom = Path((env or {}).get("MPFOTA_BOOTROM") or bootrom())  # a stand-in for this boot
     full = dict(os.environ)
     for key in ("MPFOTA_CUT_AFTER", "MPFOTA_APP", "MPFOTA_REPL"):
         full.pop(key, None)
@@ -281,37 +285,38 @@ def boot(
         raise UserError(
             f"{directory} is not a virtual board: run `mpfota board init --flash {directory}`"
         )
-    argv, full_env = boot_command(directory, cause, cut_after, app, frozen, env=env)
-    proc = subprocess.Popen(
-        argv,
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = None if timeout is None else time.monotonic() + timeout
-    out = bytearray()
-    fd = proc.stdout.fileno()
-    try:
-        while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([fd], [], [], wait)
-            if not ready:
-                raise BootTimeout(timeout or 0, bytes(out))
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            out += chunk
-            if stream is not None:
-                stream.write(chunk)
-                stream.flush()
-        code = proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-    return BootResult(code, bytes(out))
+    with boardlock.hold(directory, "board run"):
+        argv, full_env = boot_command(directory, cause, cut_after, app, frozen, env=env)
+        proc = subprocess.Popen(
+            argv,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = bytearray()
+        fd = proc.stdout.fileno()
+        try:
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([fd], [], [], wait)
+                if not ready:
+                    raise BootTimeout(timeout or 0, bytes(out))
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                out += chunk
+                if stream is not None:
+                    stream.write(chunk)
+                    stream.flush()
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        return BootResult(code, bytes(out))
 
 
 # --- the runner loop -------------------------------------------------------------------------
@@ -350,43 +355,44 @@ def run(
             stream.flush()
 
     d = Path(directory)
-    cause = "power_on"
-    mark = d / POWER_CUT_MARK
-    if mark.exists():
-        cause = "power_cut"
-        mark.unlink()
-    boots = 0
-    while True:
-        boots += 1
-        first = boots == 1
-        result = boot(
-            d,
-            cut_after=cut_after if first else None,
-            app=app if first else None,
-            frozen=frozen,
-            timeout=timeout,
-            cause=cause,
-            stream=stream,
-        )
-        code = result.code
-        if code == EXIT_POWER_CUT:
-            mark.touch()
-            notice(f"power cut (exit {code}); the next boot's reset cause is power_cut")
-            return code
-        if code not in REBOOT_CAUSES:
-            if code == EXIT_UNBOOTABLE:
-                notice("nothing bootable (exit 3)")
-            return code
-        if max_boots is not None and boots >= max_boots:
-            notice(f"stopped after {boots} boots (the last one asked for a reboot, exit {code})")
-            return code
-        cause = REBOOT_CAUSES[code]
-        if code == EXIT_DEEPSLEEP:
-            ms = wake_ms(d)
-            seconds = ms / 1000 * sleep_scale
-            notice(
-                f"deep sleep {ms} ms (waiting {seconds:.3f} s at scale {sleep_scale:g}), then wake"
+    with boardlock.hold(d, "board run"):
+        cause = "power_on"
+        mark = d / POWER_CUT_MARK
+        if mark.exists():
+            cause = "power_cut"
+            mark.unlink()
+        boots = 0
+        while True:
+            boots += 1
+            first = boots == 1
+            result = boot(
+                d,
+                cut_after=cut_after if first else None,
+                app=app if first else None,
+                frozen=frozen,
+                timeout=timeout,
+                cause=cause,
+                stream=stream,
             )
-            time.sleep(seconds)
-        else:
-            notice(f"{cause} reset (exit {code}), booting again")
+            code = result.code
+            if code == EXIT_POWER_CUT:
+                mark.touch()
+                notice(f"power cut (exit {code}); the next boot's reset cause is power_cut")
+                return code
+            if code not in REBOOT_CAUSES:
+                if code == EXIT_UNBOOTABLE:
+                    notice("nothing bootable (exit 3)")
+                return code
+            if max_boots is not None and boots >= max_boots:
+                notice(f"stopped after {boots} boots "
+                       f"(the last one asked for a reboot, exit {code})")
+                return code
+            cause = REBOOT_CAUSES[code]
+            if code == EXIT_DEEPSLEEP:
+                ms = wake_ms(d)
+                seconds = ms / 1000 * sleep_scale
+                notice(f"deep sleep {ms} ms (waiting {seconds:.3f} s at scale {sleep_scale:g}), "
+                       "then wake")
+                time.sleep(seconds)
+            else:
+                notice(f"{cause} reset (exit {code}), booting again")

@@ -57,7 +57,7 @@ class ServedBoard:
 
 
 def serve(directory: Path, *extra: str) -> ServedBoard:
-    """Start `mpfota board serve` and wait for its "pty: PATH" line."""
+    """Start `mpfota board serve --create` and wait for its "pty: PATH" line."""
     log = directory.parent / f"{directory.name}-serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -69,6 +69,7 @@ def serve(directory: Path, *extra: str) -> ServedBoard:
                 "serve",
                 "--flash",
                 str(directory),
+                "--create",
                 *extra,
             ],
             stdout=out,

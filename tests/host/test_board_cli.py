@@ -20,7 +20,8 @@ def _app(tmp_path, source: str, name: str = "app.py"):
 
 
 def _run(board, *args, timeout=60):
-    return mpfota("board", "run", "--flash", str(board), *args, timeout=timeout)
+    """`board run --create`: most tests start from a new board."""
+    return mpfota("board", "run", "--flash", str(board), "--create", *args, timeout=timeout)
 
 
 # --- init ------------------------------------------------------------------------------------
