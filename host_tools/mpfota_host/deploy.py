@@ -31,7 +31,7 @@ from .errors import UserError
 from .helptext import examples
 from .progress import Progress
 
-BUILD = paths.REPO / "build" / "deploy"
+BUILD = paths.BUILD / "deploy"
 QUERY = "import sys; print('MPFOTA', getattr(sys.implementation, '_mpy', 0), sys.platform)"
 PLATFORM_BOARD = {"linux": "unix", "esp32": "esp32"}
 
@@ -169,16 +169,16 @@ def check_native(files: list[tuple[Path, str]], target: Target, port: str) -> No
 
 def sources(board: str) -> list[tuple[Path, str]]:
     """(host .py file, path under /lib) for everything the board needs beyond its firmware."""
-    from . import mippkg
+    from . import fetchdeps, mippkg
 
     # Every device module (the mip feature list: not manifest.py or other build files), and the
     # fetched dependencies.
     every = [f.name for f in mippkg.FEATURES]
     found = [(paths.DEVICE / rel, rel) for rel in mippkg.modules(every)]
-    if paths.DEPS.is_dir():
-        for src in sorted(paths.DEPS.rglob("*.py")):
-            if "__pycache__" not in src.parts:
-                found.append((src, src.relative_to(paths.DEPS).as_posix()))
+    deps = fetchdeps.ensure(lambda line: print(f"deploy: {line}", flush=True))
+    for src in sorted(deps.rglob("*.py")):
+        if "__pycache__" not in src.parts:
+            found.append((src, src.relative_to(deps).as_posix()))
     if board == "esp32":
         for src in sorted((paths.BOARDS / "esp32").glob("*.py")):
             found.append((src, src.name))

@@ -445,5 +445,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="board directory (recreated; default build/scenario-N)")
     add_arguments(p, scenario_option=False)
     p.set_defaults(func=lambda a: run_scenario(
-        a.number, a.flash or paths.REPO / "build" / f"scenario-{a.number}",
+        a.number, a.flash or paths.BUILD / f"scenario-{a.number}",
         sleep_scale=a.sleep_scale))
