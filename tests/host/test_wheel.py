@@ -32,7 +32,7 @@ def wheel(tmp_path_factory) -> Path:
         HOST_TOOLS, src, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__")
     )
     # What host_tools/setup.py ships from beside it.
-    for rel in ("device", "boards", "tests/bench"):
+    for rel in ("device", "boards", "deps", "tests/bench"):
         shutil.copytree(paths.REPO / rel, work / rel,
                         ignore=shutil.ignore_patterns("__pycache__", "*.mpy"))
     proc = subprocess.run(
@@ -185,10 +185,74 @@ def test_the_installed_command_carries_the_device_code(installed, tmp_path):
     target, env, cwd = installed
     shipped = target / "mpfota_host" / "_repo"
     for rel in ("device/fota.py", "device/mpfota/download.py", "boards/unix/bootrom.py",
-                "boards/esp32/board.py", "tests/bench/dlbench.py"):
+                "boards/esp32/board.py", "tests/bench/dlbench.py", "deps/umqtt/simple.py"):
         assert (shipped / rel).is_file(), rel
     script = target / "bin" / "mpfota"
     made = subprocess.run([str(script), "board", "init", "--flash", str(tmp_path / "b")],
                           capture_output=True, text=True, env=env, cwd=cwd)
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "b" / "flash.bin").is_file()
+
+
+# --- pip install into a fresh venv, used without activating it ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(wheel, tmp_path_factory) -> Path:
+    """`python -m venv V; V/bin/pip install mpfota[virtual-board]` from the built wheel, with
+    the dependencies at the versions the repository pins (from pip's cache when it has them)."""
+    venv = tmp_path_factory.mktemp("venv") / "v"
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    pins = venv.parent / "constraints.txt"  # pip constraints take no extras: psycopg[binary]
+    pins.write_text("".join(
+        line + "\n" for line in (HOST_TOOLS / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and "[" not in line
+    ))
+    proc = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+         "-c", str(pins), f"{wheel}[virtual-board]"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return venv
+
+
+def outside_env(tmp: Path) -> dict[str, str]:
+    """An environment with neither the venv under test nor the repository's on PATH."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "MPFOTA_MICROPYTHON")}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    env["HOME"] = str(tmp)  # the installed tools' cache (~/.cache/mpfota) lands here
+    return env
+
+
+def test_demo_by_full_path_from_a_venv_that_is_not_activated(fresh_venv, tmp_path):
+    assert shutil.which("micropython", path="/usr/local/bin:/usr/bin:/bin") is None
+    demo = subprocess.run([str(fresh_venv / "bin" / "mpfota"), "demo"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=outside_env(tmp_path))
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "scenario 1: done - the board runs core 2.0.0" in demo.stdout
+    # The board was made in the user's cache, not inside the installed package.
+    assert (tmp_path / ".cache" / "mpfota" / "demo-board" / "flash.bin").is_file()
+    shipped = next(fresh_venv.glob("lib/python3*/site-packages/mpfota_host/_repo"))
+    assert (shipped / "deps" / "umqtt" / "simple.py").is_file()  # what deploy copies
+
+
+def test_a_missing_unix_port_is_one_line_naming_what_to_install(fresh_venv, tmp_path):
+    binary = fresh_venv / "bin" / "micropython"
+    hidden = binary.with_name("micropython.hidden")
+    binary.rename(hidden)  # an install without the [virtual-board] extra
+    try:
+        run = subprocess.run(
+            [str(fresh_venv / "bin" / "mpfota"), "board", "run", "--flash", "b", "--create"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=outside_env(tmp_path),
+        )
+    finally:
+        hidden.rename(binary)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"mpfota board: error: micropython not found (looked in {fresh_venv / 'bin'} and PATH): "
+        "pip install 'mpfota[virtual-board]' (the unix port), or set MPFOTA_MICROPYTHON"
+    )
