@@ -79,7 +79,7 @@ class _AccessLog(AbstractAccessLogger):
 
 _quiet = logging.getLogger("mpfota.serve.aiohttp")
 _quiet.propagate = False  # the access log line says what went wrong; no tracebacks on stderr
-_quiet.addHandler(logging.NullHandler())
+_quiet.disabled = True
 
 
 class FotaServer:

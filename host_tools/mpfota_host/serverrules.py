@@ -64,7 +64,10 @@ def parse_check(query: str) -> Check:
     """The check parameters of a query string. The first of imei, mac, uid names the device
     (names are case-sensitive, as on the platform: IMEI= is not a device id). ValueError
     when the query has more than QUERY_FIELDS_MAX fields."""
-    q = parse_qs(query, keep_blank_values=True, max_num_fields=QUERY_FIELDS_MAX)
+    try:
+        q = parse_qs(query, keep_blank_values=True, max_num_fields=QUERY_FIELDS_MAX)
+    except ValueError:
+        raise ValueError(f"more than {QUERY_FIELDS_MAX} fields") from None
 
     def one(name: str) -> str:
         return q.get(name, [""])[0][:FIELD_MAX + 1]
@@ -162,9 +165,10 @@ def _identity_refusal(store: Store, db: Db, check: Check) -> Answer | None:
     key_ok = store.key_matches(db, dev, check.device_key)
     if key_ok is False:
         return no_upgrade(3, "device_key missing or wrong")
-    if store.allowed(db, project, dev) is False:
-        if store.allowed_elsewhere(db, project, dev):
-            return no_upgrade(17, "device is allowed under another project only")
+    allowed = store.allowed(db, project, dev)
+    if allowed is not True and store.allowed_elsewhere(db, project, dev):
+        return no_upgrade(17, "device is on another project's allow-list only")
+    if allowed is False:
         return no_upgrade(3, "device not on the project's allow-list")
     owner = store.owner(db, dev)
     if owner is not None and owner != project:
