@@ -1,12 +1,16 @@
 """`mpfota bench`: speed and memory figures, measured side by side in one run.
 
-Delta figures: see docs/delta.md (deltabench.py). Download figures (virtual board, loopback
-HTTP, device modules compiled with mpy-cross):
+Delta figures: see docs/delta.md (deltabench.py); peer figures (--peer DIR): peerbench.py.
+Download figures (virtual board, loopback HTTP, device modules compiled with mpy-cross):
 
-    download.throughput_ratio.<size>  engine / a straight reference loop doing the same work
-                                      (HTTP GET, MD5 + SHA-256, sector erase + program,
-                                      SHA-256 read-back); best of --repeat runs of each,
-                                      alternated
+    download.code_kb                  KiB of .mpy of the device modules loaded by a core update
+                                      through libfota2 (raw image, an app without lsys); the
+                                      board and MicroPython's frozen modules are not counted
+    download.modules                  how many they are
+    download.module_kb.<module>       each of them, largest first
+    download.throughput_ratio.<size>  a straight reference loop doing the same work (HTTP GET,
+                                      MD5 + SHA-256, sector erase + program, SHA-256 read-back)
+                                      / the engine; best of --repeat runs of each, alternated
     download.min_heap_kb.<size>       smallest `micropython -X heapsize` (KiB) with which the
                                       whole download path completes, found by bisection
     download.baseline_heap_kb         the same for booting and importing the modules only
@@ -14,6 +18,8 @@ HTTP, device modules compiled with mpy-cross):
                                       port; frozen or ROMFS code on a board does not)
     download.working_heap_kb.<size>   min_heap_kb - baseline_heap_kb: what the download itself
                                       needs (buffers, streams, state), constant in the size
+
+Each phase is announced on stderr as it starts ("bench: ..."); stdout holds only the figures.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ import argparse
 import functools
 import http.server
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import image, paths, vboard
-from .devicerun import DeviceRunner
+from .devicerun import DeviceRunner, compiled
 from .errors import UserError
 
 SIZES = {"1MB": 1 << 20, "16MB": 16 << 20}
@@ -47,41 +54,99 @@ def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def download_figures(sizes: list[str], repeat: int) -> Iterator[tuple[str, str]]:
+def phase(text: str) -> None:
+    """Say on stderr what the bench does next (some phases take tens of seconds)."""
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def module_file(mpy: Path, name: str) -> Path | None:
+    """The compiled file of module `name` under `mpy` (a module or a package), or None."""
+    rel = Path(*name.split("."))
+    for cand in (mpy / rel.with_suffix(".mpy"), mpy / rel / "__init__.mpy"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def code_figures(bench: DeviceRunner, mpy: Path, board: Path, url: str
+                 ) -> Iterator[tuple[str, str]]:
+    """download.code_kb / .modules / .module_kb.<name> of a libfota2 raw-image core update."""
+    phase("code loaded by a libfota2 raw-image core update")
+    out = bench.output(board, "libfota2", url)
+    if out is None:
+        raise UserError("the libfota2 core update on the virtual board failed")
+    sizes = {}
+    for line in out.splitlines():
+        if line.startswith("module: "):
+            name = line[8:].strip()
+            f = module_file(mpy, name)
+            if f is not None:
+                sizes[name] = f.stat().st_size
+    yield ("download.code_kb", f"{sum(sizes.values()) / 1024:.1f}")
+    yield ("download.modules", str(len(sizes)))
+    for name, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        yield (f"download.module_kb.{name}", f"{size / 1024:.1f}")
+
+
+def download_figures(work: Path, base: str, www: Path, sizes: list[str], repeat: int
+                     ) -> Iterator[tuple[str, str]]:
+    bench = DeviceRunner(work, BENCH_DEVICE / "dlbench.py")
+    baseline = None
+    for name in sizes:
+        size = SIZES[name]
+        body = os.urandom(size - image.HEADER_SIZE)
+        (www / f"{name}.img").write_bytes(image.make_image(body, "9.9.9"))
+        url = f"{base}/{name}.img"
+        if baseline is None:
+            board = work / "board-code"
+            vboard.init(board, slot_size=size + 64 * 1024, fs_size=256 * 1024)
+            yield from code_figures(bench, compiled(work, paths.DEVICE), board, url)
+        board = work / f"board-{name}"
+        vboard.init(board, slot_size=size + 64 * 1024, fs_size=256 * 1024)
+        best = {"engine": None, "reference": None}
+        phase(f"download {name}: {repeat} run(s) of the reference loop and of the engine")
+        for _ in range(repeat):
+            for mode in ("reference", "engine"):
+                ms = bench.run(board, mode, url)
+                if ms is None:
+                    raise UserError(f"{mode} download of {name} failed")
+                best[mode] = ms if best[mode] is None else min(best[mode], ms)
+        ratio = best["reference"] / max(best["engine"], 1)
+        yield (f"download.throughput_ratio.{name}", f"{ratio:.2f}")
+        yield (f"download.engine_ms.{name}", str(best["engine"]))
+        yield (f"download.reference_ms.{name}", str(best["reference"]))
+        phase(f"download {name}: smallest heap (bisection)")
+        heap = bench.min_heap_kb(board, "engine", url, low=8)
+        if baseline is None:
+            phase("smallest heap of boot + imports only (bisection)")
+            baseline = bench.min_heap_kb(board, "baseline", url, low=8)
+            yield ("download.baseline_heap_kb", str(baseline))
+        yield (f"download.min_heap_kb.{name}", str(heap))
+        yield (f"download.working_heap_kb.{name}", str(heap - baseline))
+
+
+def all_figures(args: argparse.Namespace, sizes: list[str]) -> Iterator[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="mpfota-bench-") as tmp:
         work = Path(tmp)
-        bench = DeviceRunner(work, BENCH_DEVICE / "dlbench.py")
-        files = work / "www"
-        files.mkdir()
-        server, base = serve(files)
-        baseline = None
+        www = work / "www"
+        www.mkdir()
+        server, base = serve(www)
         try:
-            for name in sizes:
-                size = SIZES[name]
-                body = os.urandom(size - image.HEADER_SIZE)
-                (files / f"{name}.img").write_bytes(image.make_image(body, "9.9.9"))
-                board = work / f"board-{name}"
-                vboard.init(board, slot_size=size + 64 * 1024, fs_size=256 * 1024)
-                url = f"{base}/{name}.img"
-                best = {"engine": None, "reference": None}
-                for _ in range(repeat):
-                    for mode in ("reference", "engine"):
-                        ms = bench.run(board, mode, url)
-                        if ms is None:
-                            raise UserError(f"{mode} download of {name} failed")
-                        best[mode] = ms if best[mode] is None else min(best[mode], ms)
-                ratio = best["reference"] / max(best["engine"], 1)
-                yield (f"download.throughput_ratio.{name}", f"{ratio:.2f}")
-                yield (f"download.engine_ms.{name}", str(best["engine"]))
-                yield (f"download.reference_ms.{name}", str(best["reference"]))
-                heap = bench.min_heap_kb(board, "engine", url, low=8)
-                if baseline is None:
-                    baseline = bench.min_heap_kb(board, "baseline", url, low=8)
-                    yield ("download.baseline_heap_kb", str(baseline))
-                yield (f"download.min_heap_kb.{name}", str(heap))
-                yield (f"download.working_heap_kb.{name}", str(heap - baseline))
+            phase("compiling the device modules and the board with mpy-cross")
+            if sizes:
+                yield from download_figures(work, base, www, sizes, args.repeat)
+            if args.peer is not None:
+                from . import peerbench
+
+                yield from peerbench.peer_figures(Path(args.peer), args.repeat, base, www, work,
+                                                  phase)
         finally:
             server.shutdown()
+    if not args.no_delta:
+        from . import deltabench
+
+        phase("delta figures")
+        yield from deltabench.delta_figures(args.repeat)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -91,13 +156,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         raise UserError(f"unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
-    for name, value in download_figures(sizes, args.repeat):
-        print(f"{name}: {value}", flush=True)
-    if not args.no_delta:
-        from . import deltabench
+    if args.peer is not None:
+        from . import peerbench
 
-        for name, value in deltabench.delta_figures(args.repeat):
-            print(f"{name}: {value}", flush=True)
+        peerbench.peer_package(Path(args.peer))  # a wrong DIR fails before any work
+    for name, value in all_figures(args, sizes):
+        print(f"{name}: {value}", flush=True)
     return 0
 
 
@@ -106,10 +170,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="print speed and memory figures (name: value)",
         description=__doc__,
-        epilog="example:\n  mpfota bench --sizes 1MB --repeat 3",
+        epilog="examples:\n  mpfota bench --sizes 1MB --repeat 3\n"
+               "  mpfota bench --sizes '' --no-delta --peer ../shared/peers/glenn20-esp32-ota",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--sizes", default="1MB,16MB", help="download sizes (default: 1MB,16MB)")
+    p.add_argument("--sizes", default="1MB,16MB",
+                   help="download sizes (default: 1MB,16MB; empty: no download figures)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each loop; best is kept")
     p.add_argument("--no-delta", action="store_true", help="skip the delta figures")
+    p.add_argument("--peer", metavar="DIR",
+                   help="also compare with glenn20's esp32-ota, a copy of which is in DIR")
     p.set_defaults(func=cmd_bench)

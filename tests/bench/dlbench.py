@@ -1,7 +1,10 @@
 # Device side of `mpfota bench`: one timed download into the spare slot on the virtual board.
-#   micropython dlbench.py engine|reference|baseline URL
+#   micropython dlbench.py engine|reference|baseline|libfota2 URL
 # (baseline boots and imports what the engine imports, then stops: the heap it needs is the
-# part of download.min_heap_kb that is code and board, not download work)
+# part of download.min_heap_kb that is code and board, not download work; libfota2 is a
+# core update as an app without lsys makes it, libfota2.request with a ###URL, and then
+# prints "module: NAME" for every loaded module: the host counts the device modules among
+# them for download.code_kb)
 # Prints "elapsed_ms: N" and "bytes: N". Both modes do the same work: HTTP GET over loopback,
 # MD5, SHA-256 and CRC-32 of every byte, sector erase + program into the spare slot, SHA-256
 # read-back, and the board's image check.
@@ -18,6 +21,26 @@ def engine(url):
 
     r = asyncio.run(download.fetch(url, switch=False, retries=0))
     return r.size
+
+
+def libfota2_update(url):
+    import asyncio
+
+    import libfota2
+
+    async def main():
+        got = []
+        libfota2.request(got.append, {"url": "###" + url})
+        while not got:
+            await asyncio.sleep_ms(5)
+        return got[0]
+
+    ret = asyncio.run(main())
+    if ret != 0:
+        raise OSError("libfota2 result %d" % ret)
+    for name in sys.modules:
+        print("module:", name)
+    return 0
 
 
 def reference(url):
@@ -85,6 +108,8 @@ if mode == "baseline":
     from mpfota import download  # noqa: F401
 
     size = 0
+elif mode == "libfota2":
+    size = libfota2_update(url)
 else:
     size = engine(url) if mode == "engine" else reference(url)
 print("elapsed_ms:", time.ticks_diff(time.ticks_ms(), t0))

@@ -1,21 +1,64 @@
-"""`mpfota bench` prints its figures as `name: value` lines (values are not judged here:
-speed and memory targets belong to the benchmark, not to timed tests)."""
+"""`mpfota bench` prints its figures as `name: value` lines on stdout and announces each phase
+on stderr (values are not judged here: speed and memory targets belong to the benchmark, not
+to timed tests)."""
 
 import subprocess
 import sys
 
+import pytest
 from mpfota_host import paths
 
+PEER = paths.REPO.parent / "shared" / "peers" / "glenn20-esp32-ota"
 
-def test_bench_prints_download_figures():
-    out = subprocess.run(
-        [sys.executable, "-m", "mpfota_host.cli", "bench", "--sizes", "1MB", "--repeat", "1",
-         "--no-delta"],
-        capture_output=True, text=True, timeout=300, cwd=paths.REPO, check=True,
-    ).stdout
-    figures = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+def _bench(*args, check=True):
+    return subprocess.run(
+        [sys.executable, "-m", "mpfota_host.cli", "bench", "--repeat", "1", "--no-delta", *args],
+        capture_output=True, text=True, timeout=300, cwd=paths.REPO, check=check,
+    )
+
+
+def _figures(out):
+    lines = out.splitlines()
+    assert all(": " in line for line in lines), out  # nothing but figures on stdout
+    return dict(line.split(": ", 1) for line in lines)
+
+
+def test_bench_prints_download_and_code_figures():
+    proc = _bench("--sizes", "1MB")
+    figures = _figures(proc.stdout)
     for name in ("download.throughput_ratio.1MB", "download.min_heap_kb.1MB",
-                 "download.baseline_heap_kb", "download.working_heap_kb.1MB"):
-        assert name in figures, out
+                 "download.baseline_heap_kb", "download.working_heap_kb.1MB",
+                 "download.code_kb"):
+        assert name in figures, proc.stdout
         assert float(figures[name]) > 0
     assert int(figures["download.min_heap_kb.1MB"]) > int(figures["download.baseline_heap_kb"])
+    # The code figure counts device modules only: libfota2 and the HTTP client, not the board
+    # (board, bootrom), lsys (an app without it) or MicroPython's frozen asyncio.
+    modules = {k.split(".", 2)[2] for k in figures if k.startswith("download.module_kb.")}
+    assert {"libfota2", "mpfota.http", "mpfota.download"} <= modules, modules
+    assert not modules & {"board", "bootrom", "lsys", "lnet", "asyncio", "asyncio.core"}
+    assert int(figures["download.modules"]) == len(modules)
+    total = sum(float(figures[f"download.module_kb.{m}"]) for m in modules)
+    assert abs(total - float(figures["download.code_kb"])) < 0.1 * len(modules)
+    assert "bench: download 1MB" in proc.stderr  # each phase is announced as it starts
+
+
+@pytest.mark.skipif(not PEER.is_dir(), reason="glenn20's esp32-ota is not beside the repo")
+def test_bench_peer_prints_the_comparison():
+    proc = _bench("--sizes", "", "--peer", str(PEER))
+    figures = _figures(proc.stdout)
+    assert not any(k.startswith("download.") for k in figures)  # --sizes '' skips them
+    assert float(figures["peer.speed_ratio"]) > 0
+    for name in ("mpfota", "glenn20"):
+        assert int(figures[f"peer.{name}_ms"]) > 0
+        assert 0 < int(figures[f"peer.{name}_heap_above_board_kb"]) < 1024
+    assert int(figures["peer.board_heap_kb"]) > 0
+    assert "bench: peer:" in proc.stderr
+
+
+def test_bench_peer_without_the_package_is_one_clear_line(tmp_path):
+    proc = _bench("--sizes", "", "--peer", str(tmp_path), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no glenn20 esp32-ota package" in proc.stderr
+    assert proc.stdout == ""

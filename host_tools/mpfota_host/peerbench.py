@@ -1,0 +1,119 @@
+"""`mpfota bench --peer DIR`: mpfota next to glenn20's esp32-ota on the same work.
+
+DIR is a copy of glenn20/micropython-esp32-ota (its `ota` package, or the checkout holding
+it); nothing of it is part of mpfota. Both update the spare slot of the ESP32 fakes
+(tests/fakes/esp32) from the same ESP-IDF app image on the same loopback server (glenn20:
+`ota.update.from_file(url, sha=...)`; mpfota: `download.fetch(url, sha256=...)`), each run on a
+fresh copy of the board, runs alternated, both compiled with mpy-cross:
+
+    peer.speed_ratio                  glenn20 best ms / mpfota best ms (> 1: mpfota is faster)
+    peer.mpfota_ms, peer.glenn20_ms   the two best times
+    peer.board_heap_kb                smallest heap (KiB) that boots the board, nothing more
+    peer.mpfota_heap_above_board_kb   smallest heap of the mpfota update - board_heap_kb
+    peer.glenn20_heap_above_board_kb  the same for glenn20
+
+Two stand-ins give the peer what an ESP32 firmware has and the unix port lacks: a `flashbdev`
+module (`bdev = None`) and io.BufferedWriter (tests/bench/bufwriter.py; the peer's copy in the
+work folder is pointed at it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from . import esp32image, paths, vboard
+from .devicerun import DeviceRunner, compiled
+from .errors import UserError
+
+IMAGE_SIZE = 1_500_000
+FAKES = paths.TESTS / "fakes" / "esp32"
+SCRIPT = paths.TESTS / "bench" / "peerbench.py"
+_PEER_FILES = ("update.py", "blockdev_writer.py")
+
+
+def peer_package(directory: Path) -> Path:
+    """The folder of glenn20's `ota` package in `directory` (or `directory` itself)."""
+    for cand in (directory / "ota", directory):
+        if all((cand / f).is_file() for f in _PEER_FILES):
+            return cand
+    raise UserError(f"--peer {directory}: no glenn20 esp32-ota package there (expected "
+                    f"ota/update.py and ota/blockdev_writer.py)")
+
+
+def _install_peer(package: Path, lib: Path) -> None:
+    # The peer's modules as a board holds them, plus the two stand-ins (see the docstring).
+    dest = lib / "ota"
+    dest.mkdir(parents=True)
+    for py in package.glob("*.py"):
+        text = py.read_text()
+        if "io.BufferedWriter(" in text:
+            text = text.replace("io.BufferedWriter(", '__import__("bufwriter").BufferedWriter(')
+        (dest / py.name).write_text(text)
+    (dest / "__init__.py").touch()
+    shutil.copy(paths.TESTS / "bench" / "bufwriter.py", lib)
+    (lib / "flashbdev.py").write_text("bdev = None  # an update needs no filesystem device\n")
+
+
+def _payload(size: int) -> bytes:
+    # Deterministic, incompressible bytes standing in for an app's code.
+    out = bytearray()
+    h = b"peer-2.0.0"
+    while len(out) < size:
+        h = hashlib.sha256(h).digest()
+        out += h
+    return bytes(out[:size])
+
+
+def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
+                 phase: Callable[[str], None]) -> Iterator[tuple[str, str]]:
+    """Figures of the peer comparison; `base` serves the folder `www`."""
+    package = peer_package(directory)
+    if not FAKES.is_dir():
+        raise UserError("--peer needs a repository checkout (tests/fakes/esp32 is missing)")
+    phase("peer: compiling both libraries and the ESP32 fakes")
+    board_path = [compiled(work, paths.BOARDS / "esp32"), compiled(work, FAKES),
+                  compiled(work, paths.BOARDS / "unix")]
+    lib = work / "peer-src"
+    _install_peer(package, lib)
+    runners = {
+        "mpfota": DeviceRunner(work, SCRIPT, [*board_path, compiled(work, paths.DEVICE)]),
+        "glenn20": DeviceRunner(work, SCRIPT, [compiled(work, lib), *board_path]),
+    }
+    img = esp32image.make_app_image(_payload(IMAGE_SIZE), "2.0.0")
+    (www / "app.bin").write_bytes(img)
+    args = (f"{base}/app.bin", hashlib.sha256(img).hexdigest())
+    slot = (len(img) // 65536 + 2) * 65536
+    board0 = work / "peer-board0"
+    vboard.init(board0, slot_size=slot, fs_size=64 * 1024)
+    app = esp32image.make_app_image(_payload(24_000), "1.0.0")
+    vboard.program_slot(board0, 0, app + b"\xff" * (slot - len(app)))
+    board = work / "peer-board"
+
+    def fresh() -> Path:
+        shutil.rmtree(board, ignore_errors=True)
+        shutil.copytree(board0, board)
+        return board
+
+    best: dict[str, int] = {}
+    phase(f"peer: {repeat} update(s) of {len(img)} bytes by each, alternated")
+    for _ in range(repeat):
+        for name, runner in runners.items():
+            ms = runner.run(fresh(), name, *args)
+            if ms is None:
+                out = runner.output(fresh(), name, *args)
+                raise UserError(f"the {name} update did not complete: {(out or '')[-200:]}")
+            best[name] = min(best.get(name, ms), ms)
+    yield ("peer.speed_ratio", f"{best['glenn20'] / max(best['mpfota'], 1):.2f}")
+    yield ("peer.mpfota_ms", str(best["mpfota"]))
+    yield ("peer.glenn20_ms", str(best["glenn20"]))
+    heaps = {}
+    for name in ("board", "mpfota", "glenn20"):
+        phase(f"peer: smallest heap for {name} (bisection)")
+        runner = runners["glenn20" if name == "board" else name]
+        heaps[name] = runner.min_heap_kb(fresh, name, *args, low=8, high=1024)
+    yield ("peer.board_heap_kb", str(heaps["board"]))
+    for name in ("mpfota", "glenn20"):
+        yield (f"peer.{name}_heap_above_board_kb", str(heaps[name] - heaps["board"]))
