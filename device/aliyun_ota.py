@@ -638,6 +638,12 @@ class AliyunOta:
         finally:
             self._job = None
         self.last_result = (step, desc)
+        if step is None:
+            # The door found the job's image already running (nothing written): as for a job
+            # naming the running version, reporting the version is what the platform judges by.
+            log.info("aliyun", "job for", job.version, "is the image already running")
+            self.verRpt()
+            return
         if step < 0:
             log.error("aliyun", "upgrade to", job.version, "failed:", step, desc)
         self.report(step, desc)
@@ -661,7 +667,7 @@ class AliyunOta:
 
     async def _download(self, job):
         from mpfota import download, http
-        from mpfota.writer import FotaError
+        from mpfota.errors import ALREADY_RUNNING, FotaError
 
         spec = job.files[0]
         got = [0]
@@ -678,6 +684,8 @@ class AliyunOta:
         except http.HTTPError as e:
             return STEP_DOWNLOAD_FAILED, "download failed: %s" % e
         except FotaError as e:
+            if e.code == ALREADY_RUNNING:
+                return None, e.msg
             if got[0] >= spec.size:
                 return STEP_VERIFY_FAILED, "verification failed: %s" % e.msg
             return STEP_DOWNLOAD_FAILED, "download failed: %s" % e.msg
@@ -695,7 +703,7 @@ class AliyunOta:
         import os
 
         from mpfota import delta, http
-        from mpfota.writer import FotaError
+        from mpfota.errors import ALREADY_RUNNING, FotaError
 
         spec = job.files[0]
         self._last_progress = None
@@ -712,6 +720,8 @@ class AliyunOta:
             try:
                 delta.apply(delta.PATCH_PATH, version=job.version)
             except FotaError as e:
+                if e.code == ALREADY_RUNNING:
+                    return None, e.msg
                 return STEP_VERIFY_FAILED, "delta refused: %s" % e.msg
             return 100, ""
         except OSError as e:

@@ -111,15 +111,14 @@ def app_image_length(part, length, buf=None):
 
 
 def check_image(part, length, buf=None):
+    # The whole check of the image in `part` (reads it): format, checksum, SHA-256, chip.
     if not app_image_length(part, length, buf):
         return False
-    # The bootloader also refuses an image built for another chip: compare the chip id with
-    # the running app's (when the running app's header can be read).
+    c = _HeaderCheck()
     new = bytearray(_HEADER)
-    cur = bytearray(_HEADER)
     _read(part, 0, new)
-    Partition(Partition.RUNNING).readblocks(0, cur)
-    return cur[0] != _MAGIC or new[12:14] == cur[12:14]
+    c.update(0, new)
+    return c.ok(length)
 
 
 def image_version(part):
@@ -133,6 +132,55 @@ def image_version(part):
         if v:
             return v.decode()
     return None
+
+
+def image_check():
+    # What the image header tells, fed by the engine's one read of the slot; the segments,
+    # checksum and SHA-256 are left to set_boot() (esp_ota_set_boot_partition verifies the
+    # whole image itself), so the slot is not read a second time for them.
+    return _HeaderCheck()
+
+
+class _HeaderCheck:
+    def __init__(self):
+        self.head = None
+
+    def update(self, pos, mv):
+        if pos == 0 and len(mv) >= _HEADER:
+            self.head = bytes(mv[:_HEADER])
+
+    def ok(self, length):
+        h = self.head
+        if h is None or h[0] != _MAGIC or not 1 <= h[1] <= _MAX_SEGMENTS:
+            return False
+        # The bootloader refuses an image built for another chip: compare with the running app.
+        cur = bytearray(_HEADER)
+        Partition(Partition.RUNNING).readblocks(0, cur)
+        return cur[0] != _MAGIC or h[12:14] == cur[12:14]
+
+
+_DESC_VERSION = const(_HEADER + _SEGMENT + 16)  # esp_app_desc_t.version in the image
+_DESC_ELF_SHA = const(_HEADER + _SEGMENT + 144)  # esp_app_desc_t.app_elf_sha256
+
+
+def image_id(head):
+    # The identity of the app image starting with `head`: (descriptor version, ELF SHA-256
+    # from the descriptor), or None when there is no descriptor or no ELF hash in it. (The
+    # appended SHA-256 sits at the end of the image: the descriptor's hash is known before
+    # anything is written.)
+    end = _DESC_ELF_SHA + _HASH
+    if len(head) < end or head[0] != _MAGIC or bytes(head[_DESC:_DESC + 4]) != _DESC_MAGIC:
+        return None
+    elf = bytes(head[_DESC_ELF_SHA:end])
+    if elf == bytes(_HASH):
+        return None
+    return bytes(head[_DESC_VERSION:_DESC_VERSION + 32]).split(b"\0")[0].decode(), elf
+
+
+def image_id_running():
+    head = bytearray(_DESC_ELF_SHA + _HASH)
+    Partition(Partition.RUNNING).readblocks(0, head)
+    return image_id(head)
 
 
 def core_version():

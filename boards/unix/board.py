@@ -25,7 +25,62 @@ def ota_slots():
 
 
 def check_image(part, length, buf=None):
+    # The bootloader's check of the image in `part` within its first `length` bytes (reads it).
     return vpartition.image_ok(vpartition.board(), part.slot, length, buf)
+
+
+def image_check():
+    # The same check, fed the slot's bytes in order by the one read the engine does anyway.
+    return _ImageCheck()
+
+
+class _ImageCheck:
+    def __init__(self):
+        import hashlib
+
+        self.head = bytearray(vpartition.IMAGE_HEADER)
+        self.body = None  # body length once the header is complete and sound
+        self.digest = hashlib.sha256()
+
+    def update(self, pos, mv):
+        hsize = vpartition.IMAGE_HEADER
+        if pos < hsize:
+            k = min(hsize - pos, len(mv))
+            self.head[pos:pos + k] = mv[:k]
+            if pos + k == hsize:
+                self.body = _body_length(self.head)
+        if self.body is None:
+            return
+        start = max(pos, hsize)
+        end = min(pos + len(mv), hsize + self.body)
+        if end > start:
+            self.digest.update(mv[start - pos:end - pos])
+
+    def ok(self, length):
+        return (self.body is not None and vpartition.IMAGE_HEADER + self.body <= length
+                and self.digest.digest() == self.head[32:64])
+
+
+def _body_length(head):
+    # The body length an image header announces, or None when it is not an image header.
+    if head[:4] != vpartition.IMAGE_MAGIC or len(head) < vpartition.IMAGE_HEADER:
+        return None
+    hsize = int.from_bytes(head[4:8], "little")
+    return int.from_bytes(head[8:12], "little") if hsize == vpartition.IMAGE_HEADER else None
+
+
+def image_id(head):
+    # The identity of the image starting with `head` (its first bytes): (version, SHA-256 of
+    # the body), or None when they are not an image header.
+    if _body_length(head) is None:
+        return None
+    return bytes(head[12:32]).rstrip(b"\x00").decode(), bytes(head[32:64])
+
+
+def image_id_running():
+    head = bytearray(vpartition.IMAGE_HEADER)
+    Partition(Partition.RUNNING).readblocks(0, head)
+    return image_id(head)
 
 
 def core_version():

@@ -191,8 +191,11 @@ class Partition:
         if id == Partition.RUNNING:
             self.slot = b.running
         elif id == Partition.BOOT:
+            # As esp_ota_get_boot_partition(): an aborted or invalid entry does not count.
             e = _newest(b)
             self.slot = 0 if e is None else (e[1] - 1) % 2
+            if e is not None and e[2] in (ABORTED, INVALID):
+                self.slot = 1 - self.slot
         elif isinstance(id, str) and id in ("ota_0", "ota_1"):
             self.slot = int(id[-1])
         else:

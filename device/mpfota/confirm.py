@@ -1,17 +1,14 @@
-# Boot confirmation, ESP-IDF style, with the record that lets the application know where it is.
+# Boot confirmation for the application: a thin facade over the journal (mpfota.journal).
 #
-# arm() records the slot being switched to, then sets it as the boot slot. On the next boot that
-# slot runs "pending": the application confirms it (confirm(), or auto_confirm() after a health
-# check). A reset before that makes the bootloader roll back to the previous slot, and status()
-# then reports "rolled_back". While an image is pending no update may start: the other slot
-# holds the only known-good image.
-# A new script set (mpfota.scripts, from an update package) follows the same rules: status()
-# is "pending" while it awaits confirmation, confirm() confirms it too, and check_boot()
-# reports its rollback.
+# The door (mpfota.slot) records the switch in the journal's "core" section. On the next boot
+# that slot runs "pending": the application confirms it (confirm(), or auto_confirm() after a
+# health check). A reset before that makes the bootloader roll back to the previous slot, and
+# status() then reports "rolled_back". A new script set (mpfota.scripts) follows the same
+# rules: status() is "pending" while it awaits confirmation, confirm() confirms it too, and
+# check_boot() reports its rollback. While anything is pending no update may start: the
+# other slot (or the saved script set) is the only known-good one.
 import board
-from mpfota import log, state
-
-_RECORD = "boot"
+from mpfota import journal, log
 
 
 def _label(part):
@@ -22,65 +19,74 @@ def running_label():
     return _label(board.Partition(board.Partition.RUNNING))
 
 
-def arm(part, version=None):
-    # The record is written before set_boot() (so a new image always finds it) and marked
-    # "armed" after it: a power cut between the two leaves an unarmed record, which status()
-    # does not take for a rollback when the old slot boots again.
-    rec = {"slot": _label(part), "from": running_label(), "version": version, "armed": False}
-    state.save(_RECORD, rec)
-    part.set_boot()
-    rec["armed"] = True
-    state.save(_RECORD, rec)
+def _core_status(core):
+    # The core's part of status(), from the journal's "core" section.
+    if core is None:
+        return "valid"
+    running = running_label()
+    if running == core["slot"]:
+        return "pending"
+    if running == core["from"] and core.get("armed", True):
+        # Switched: rolled back only once the boot slot is no longer the new one (between a
+        # switch and its reset the boot slot is the new slot, and nothing was rolled back).
+        if _label(board.Partition(board.Partition.BOOT)) != core["slot"]:
+            return "rolled_back"
+    return "valid"
+
+
+def _scripts(rec):
+    # mpfota.scripts, imported only when the journal has a script set to ask about.
+    if not rec.get("scripts"):
+        return None
+    from mpfota import scripts
+
+    return scripts
 
 
 def status():
     # "valid", "pending" (new image or script set awaiting confirmation) or "rolled_back".
-    s = _core_status()
+    rec = journal.load()
+    s = _core_status(rec.get("core"))
     if s == "valid":
-        from mpfota import scripts
-
-        t = scripts.status()
+        scripts = _scripts(rec)
+        t = scripts.status() if scripts else "valid"
         if t in ("pending", "rolled_back"):
             return t
     return s
 
 
-def _core_status():
-    rec = state.load(_RECORD)
-    if rec is None:
-        return "valid"
-    running = running_label()
-    if running == rec["slot"]:
-        return "pending"
-    if running == rec["from"] and rec.get("armed", True):
-        return "rolled_back"
-    return "valid"
-
-
 def confirm():
-    from mpfota import scripts
-
     board.Partition.mark_app_valid_cancel_rollback()
-    if state.load(_RECORD) is not None:
+    rec = journal.load()
+    if rec.get("core") is not None:
         log.info("fota", "image in", running_label(), "confirmed")
-    state.clear(_RECORD)
-    scripts.confirm()
+        journal.put("core", None)
+    scripts = _scripts(rec)
+    if scripts:
+        scripts.confirm()
 
 
 def check_boot():
     # Call once at boot: logs and clears a rollback, returns status() as it was.
-    from mpfota import scripts
-
+    rec = journal.load()
+    why = journal.damaged()
+    if why:
+        log.error("fota", "the update journal does not verify (%s): nothing is deleted; the "
+                  "next good update replaces it" % why)
+    core = rec.get("core")
     s = status()
-    scripts.check_boot()  # logs and clears the script set's own rollback note
-    if s == "rolled_back" and _core_status() == "rolled_back":
-        rec = state.load(_RECORD)
-        log.error("fota", "update to", rec["slot"], "was not confirmed: rolled back to",
-                  rec["from"])
-        state.clear(_RECORD)
-    elif s == "valid" and state.load(_RECORD) is not None:
-        state.clear(_RECORD)  # a switch the power cut short: set_boot() never happened
-    elif s == "pending":
+    scripts = _scripts(rec)
+    if scripts:
+        scripts.check_boot()  # logs and clears the script set's own rollback note
+    c = _core_status(core)
+    if c == "rolled_back":
+        log.error("fota", "update to", core["slot"], "was not confirmed: rolled back to",
+                  core["from"])
+        journal.put("core", None)
+    elif c == "valid" and core is not None and \
+            _label(board.Partition(board.Partition.BOOT)) != core["slot"]:
+        journal.put("core", None)  # a switch the power cut short: set_boot() never happened
+    elif c == "pending":
         log.warn("fota", "running a new image that is not confirmed yet")
     return s
 

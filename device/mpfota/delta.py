@@ -1,5 +1,5 @@
 # Apply an mpfota delta patch (docs/delta.md): the running slot is the base, the new image goes
-# into the spare slot through the update's SlotWriter, then verify (and switch).
+# into the spare slot through the door (mpfota.slot.Slot), then verify (and switch).
 #
 # The patch is a file on the board's filesystem (the package code stores the verified delta
 # section there first): its four streams are read at once, each through its own file handle
@@ -10,7 +10,7 @@ from micropython import const
 from mpfota import log
 from mpfota.deltafmt import (HEADER_SIZE, STREAM_NAMES, STREAMS, PatchError,
                              Reader, apply_streams, parse_header)
-from mpfota.writer import FOTA_ERROR, FotaError
+from mpfota.errors import BASE, FOTA_ERROR, FotaError
 
 PATCH_PATH = "/.mpfota/patch.bin"
 _LOG_EVERY = const(131072)
@@ -21,9 +21,9 @@ _BUF_RUNS = const(64)
 _BUF_DIFF = const(64)
 
 
-def _fail(msg):
+def _fail(msg, reason=None):
     log.error("fota", "delta patch refused:", msg)
-    return FotaError(FOTA_ERROR, "delta: " + msg)
+    return FotaError(FOTA_ERROR, "delta: " + msg, reason)
 
 
 def read_header(path=PATCH_PATH, buf=None):
@@ -79,48 +79,49 @@ def _hash_base(part, size, mv):
     return digest.digest()
 
 
-def check_base(update, h):
+def check_base(slot, h):
     # Refuse a patch made for another base than the image in the running slot.
-    run = update.running
+    run = slot.running
     cap = run.ioctl(4, 0) * run.ioctl(5, 0)
     if h.from_size > cap:
-        raise _fail("base is %d bytes, larger than the running slot (%d)" % (h.from_size, cap))
-    if h.to_size > update.writer.capacity:
+        raise _fail("base is %d bytes, larger than the running slot (%d)" % (h.from_size, cap),
+                    BASE)
+    if h.to_size > slot.capacity:
         raise _fail("result is %d bytes, larger than the spare slot (%d)"
-                    % (h.to_size, update.writer.capacity))
-    if _hash_base(run, h.from_size, update.writer._mv) != h.from_sha256:
+                    % (h.to_size, slot.capacity))
+    if _hash_base(run, h.from_size, slot.mv) != h.from_sha256:
         raise _fail("made for another base image: the running slot's first %d bytes do not "
-                    "match its base SHA-256" % h.from_size)
+                    "match its base SHA-256" % h.from_size, BASE)
 
 
-def apply(path=PATCH_PATH, update=None, version=None, switch=True, progress=None):
+def apply(path=PATCH_PATH, slot=None, version=None, switch=True, progress=None):
     """Rebuild the new core from the running slot and the patch at `path` into the spare slot.
 
-    update: an mpfota.ota.Update (made here when None). Checks, in order: the header, the
+    slot: an mpfota.slot.Slot (opened here when None). Checks, in order: the header, the
     file size, the body CRC, the base SHA-256 (running slot), then applies in one pass and
-    calls update.verify(to_size, sha256=...) (length, digest, read-back, board image check)
-    and, when `switch`, update.switch(version). progress(done, total) is called as bytes are
+    calls slot.verify(to_size, sha256=...) (length, digest, read-back, board image check)
+    and, when `switch`, slot.switch(version). progress(done, total) is called as bytes are
     produced. Returns the Header. Any failure raises FotaError(-9, cause), logged, with
-    nothing switched."""
-    if update is None:
-        from mpfota.ota import Update
+    nothing switched; a patch that rebuilds the running image raises
+    FotaError(errors.ALREADY_RUNNING) with nothing written."""
+    if slot is None:
+        from mpfota.slot import Slot
 
-        update = Update()
-    w = update.writer
-    w.restart()
-    h = read_header(path, w.buf)
-    _check_body(path, h, w._mv)
-    check_base(update, h)
+        slot = Slot()
+    slot.restart()
+    h = read_header(path, slot.buf)
+    _check_body(path, h, slot.mv)
+    check_base(slot, h)
     log.info("fota", "delta: base ok,", h.from_size, "->", h.to_size, "bytes,", h.triples,
              "triples")
-    _run(path, h, update, progress)
+    _run(path, h, slot, progress)
     try:
-        update.verify(h.to_size, sha256=_hex(h.to_sha256))
+        slot.verify(h.to_size, sha256=_hex(h.to_sha256))
     except FotaError as e:
         log.error("fota", "delta: the rebuilt image is refused:", e.msg)
         raise
     if switch:
-        update.switch(version)
+        slot.switch(version)
     return h
 
 
@@ -130,10 +131,10 @@ def _hex(b):
     return binascii.hexlify(b).decode()
 
 
-def _run(path, h, update, progress):
+def _run(path, h, slot, progress):
     import deflate
 
-    run = update.running
+    run = slot.running
     bs = run.ioctl(5, 0)
 
     def read_old(pos, mv):
@@ -159,7 +160,7 @@ def _run(path, h, update, progress):
             wbits, _, raw = h.streams[i]
             s = deflate.DeflateIO(f, deflate.RAW, wbits)
             readers.append(Reader(s, STREAM_NAMES[i], raw, sizes[i]))
-        apply_streams(h, readers, read_old, update.writer, report)
+        apply_streams(h, readers, read_old, slot, report)
     except PatchError as e:
         raise _fail(str(e))
     except (OSError, EOFError, ValueError) as e:
@@ -168,4 +169,4 @@ def _run(path, h, update, progress):
     finally:
         for f in files:
             f.close()
-    update.writer.finish()
+    slot.finish()

@@ -1,23 +1,23 @@
 # Download an update over HTTP straight into the spare slot, resumable, then verify and switch.
 #
-# The HTTP client reads into the slot writer's sector buffer (no copy, no per-chunk buffers).
-# Every CHECKPOINT bytes (256 KiB: a few seconds of a slow link to fetch again) the offset and the CRC of what is in flash are saved; after a dropped
-# connection, or a power cut and a new call, the download continues from there with a Range
-# request (If-Range with the ETag or Last-Modified seen first, so a changed file starts over).
+# The HTTP client reads into the door's sector buffer (mpfota.slot: no copy, no per-chunk
+# buffers). Every CHECKPOINT bytes (256 KiB: a few seconds of a slow link to fetch again) the
+# offset and the CRC of what is in flash go into the journal; after a dropped connection, or a
+# power cut and a new call, the download continues from there with a Range request (If-Range
+# with the ETag or Last-Modified seen first, so a changed file starts over).
 #
 # The same URL may serve an mpfota update package (docs/package-format.md) instead of a raw core
 # image: the first 16 bytes of a body that starts at byte 0 tell (package magic "MPFP"). A
 # package goes to mpfota.package.Installer, which writes its core section through the same
-# Update and buffer and stages its script set. A dropped connection resumes inside the package
+# Slot and buffer and stages its script set. A dropped connection resumes inside the package
 # (Range from the installer's resume offset); after a power cut a package starts from byte 0.
 from micropython import const
 
-from mpfota import http, log, state
-from mpfota.ota import Update
-from mpfota.writer import FOTA_ERROR, FotaError
+from mpfota import http, log
+from mpfota.errors import FOTA_ERROR, FotaError
+from mpfota.slot import Slot
 
 CHECKPOINT = const(262144)
-_RECORD = "download"
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
 _SNIFF = const(16)  # bytes read before deciding: package header or raw image
 
@@ -36,23 +36,6 @@ class Result:
         self.retry_after = retry_after  # Retry-After: int seconds or the HTTP-date string
 
 
-def _resume_point(upd, url):
-    rec = state.load(_RECORD)
-    if not rec or rec.get("url") != url or rec.get("slot") != upd.spare.info()[4]:
-        return 0, None
-    if upd.writer.resume(rec["offset"], rec["crc"]):
-        log.info("fota", "resuming at", rec["offset"])
-        return rec["offset"], rec.get("validator")
-    log.warn("fota", "saved progress does not match the slot: starting again")
-    return 0, None
-
-
-def _checkpoint(upd, url, validator, length):
-    w = upd.writer
-    state.save(_RECORD, {"url": url, "slot": upd.spare.info()[4], "offset": w.flushed,
-                         "crc": w.crc, "validator": validator, "length": length})
-
-
 async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retries=3,
                 progress=None, version=None, switch=True, checkpoint=CHECKPOINT,
                 range_always=False, method="GET", package=None, **request):
@@ -67,40 +50,42 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
     `request` goes to mpfota.http.request (headers, body, server_cert, client_cert,
     client_key, client_password, follow_redirects, ...). Progress is saved every `checkpoint`
     bytes (a multiple of 4096) for resuming; `range_always` sends a Range header even from 0.
+    progress(done, total) is called as bytes arrive (total None when unknown); the log shows
+    every 10 %.
     Returns a Result. A non-2xx answer is not an error (Result.status says what it was);
     transport failures raise http.HTTPError and bad updates raise FotaError (code -9); both
-    are logged with their cause, and nothing is switched."""
+    are logged with their cause, and nothing is switched. The image the board already runs
+    raises FotaError(errors.ALREADY_RUNNING) after its first bytes, with nothing written."""
     try:
-        upd = Update()
-        pkg = _Package(upd, package, progress, md5, sha256)
-        got = await _receive(upd, method, url, length, timeout_ms, retries, progress,
+        slot = Slot()
+        pkg = _Package(slot, package, progress, md5, sha256)
+        got = await _receive(slot, method, url, length, timeout_ms, retries, progress,
                              checkpoint, range_always, request, pkg)
         if isinstance(got, Result):
             return got
         if pkg.inst is not None:
             return pkg.finish(length, switch)
         try:
-            upd.verify(length if length is not None else got, md5, sha256)
+            slot.verify(length if length is not None else got, md5, sha256)
         finally:
-            state.clear(_RECORD)  # verified, or wrong: either way the next attempt is new
+            slot.forget()  # verified, or wrong: either way the next attempt is new
         if switch:
-            upd.switch(version)
-        return Result(200, upd.writer.flushed)
+            slot.switch(version)
+        return Result(200, slot.flushed)
     except (http.HTTPError, FotaError, OSError) as e:
         log.error("fota", "download of", url, "failed:", e)
         raise
 
 
-async def _receive(upd, method, url, length, timeout_ms, retries, progress, checkpoint,
+async def _receive(slot, method, url, length, timeout_ms, retries, progress, checkpoint,
                    range_always, request, pkg):
     # The body into the slot (or into pkg's installer), resuming after drops; returns its size,
     # or the Result of a non-2xx answer.
     import time
 
-    w = upd.writer
     hbuf = bytearray(1024)
     deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-    offset, validator = _resume_point(upd, url)
+    offset, validator = slot.resume_point(url)
     attempt = 0
     while True:
         remaining = time.ticks_diff(deadline, time.ticks_ms())
@@ -118,13 +103,13 @@ async def _receive(upd, method, url, length, timeout_ms, retries, progress, chec
                     await pkg.feed(resp, 0 if resp.status == 200 else offset)
                     return 0
                 if resp.status == 200 or offset == 0:
-                    n = await _sniff(resp, w, offset)
-                    if _is_package(w.buf, n):
+                    n = await _sniff(resp, slot, offset)
+                    if _is_package(slot.buf, n):
                         pkg.start(resp.etag or resp.last_modified)
-                        await pkg.feed(resp, 0, bytes(w.buf[:n]))
+                        await pkg.feed(resp, 0, bytes(slot.buf[:n]))
                         return 0
-                    return await _take(resp, upd, url, 0, length, progress, checkpoint, n)
-                return await _take(resp, upd, url, offset, length, progress, checkpoint)
+                    return await _take(resp, slot, url, 0, length, progress, checkpoint, n)
+                return await _take(resp, slot, url, offset, length, progress, checkpoint)
             finally:
                 await resp.aclose()
         except http.HTTPError as e:
@@ -136,23 +121,18 @@ async def _receive(upd, method, url, length, timeout_ms, retries, progress, chec
                 offset = pkg.resume_offset()
                 validator = pkg.validator
             else:
-                offset = w.drop_partial()
-                validator = _validator_of(url)
+                offset = slot.drop_partial()
+                validator = slot.saved_validator(url)
             log.warn("fota", "download interrupted (%s): retry %d at %d" % (e, attempt, offset))
 
 
-def _validator_of(url):
-    rec = state.load(_RECORD)
-    return rec.get("validator") if rec and rec.get("url") == url else None
-
-
-async def _sniff(resp, w, offset):
+async def _sniff(resp, slot, offset):
     # Read up to _SNIFF bytes of a body that starts at byte 0 into the sector buffer, without
     # counting them as written yet; returns how many arrived.
     if offset:
         log.info("fota", "server sent the whole file (changed, or no Range support): from 0")
-    w.restart()
-    mv = w.space()
+    slot.restart()
+    mv = slot.space()
     n = 0
     while n < _SNIFF:
         k = await resp.readinto(mv[n:_SNIFF])
@@ -174,8 +154,8 @@ class _Package:
     # The update package found in the body, if any: its installer, the first answer's
     # validator, and the whole-file digests when the caller asked for md5 / sha256 (then a
     # retry starts again from byte 0, so that every byte is hashed in one pass).
-    def __init__(self, upd, kw, progress, md5, sha256):
-        self.upd = upd
+    def __init__(self, slot, kw, progress, md5, sha256):
+        self.slot = slot
         self.kw = kw or {}
         self.progress = progress
         self.want = (md5, sha256)
@@ -186,8 +166,8 @@ class _Package:
     def start(self, validator):
         from mpfota import package
 
-        state.clear(_RECORD)  # power-cut resume does not apply to packages
-        self.inst = package.Installer(update=self.upd, progress=self.progress, **self.kw)
+        self.slot.forget()  # power-cut resume does not apply to packages
+        self.inst = package.Installer(slot=self.slot, progress=self.progress, **self.kw)
         self.validator = validator
 
     async def feed(self, resp, offset, head=None):
@@ -255,14 +235,13 @@ class _Hashed:
                     raise FotaError(FOTA_ERROR, "package %s %s, expected %s" % (name, got, want))
 
 
-async def _take(resp, upd, url, offset, length, progress, checkpoint, sniffed=0):
+async def _take(resp, slot, url, offset, length, progress, checkpoint, sniffed=0):
     # Stream one response into the slot; returns the total size of the update. `sniffed`: bytes
     # of the body already in the sector buffer (read by _sniff, not yet counted).
-    w = upd.writer
     if resp.status == 200:
         if offset:
             log.info("fota", "server sent the whole file (changed, or no Range support): from 0")
-            w.restart()
+            slot.restart()
         total = resp.content_length
     else:
         cr = resp.content_range
@@ -271,27 +250,18 @@ async def _take(resp, upd, url, offset, length, progress, checkpoint, sniffed=0)
         total = cr[2]
     if length is not None and total is not None and total != length:
         raise FotaError(FOTA_ERROR, "server announces %d bytes, expected %d" % (total, length))
-    if total is not None and total > w.capacity:
+    if total is not None and total > slot.capacity:
         raise FotaError(FOTA_ERROR, "update of %d bytes does not fit the slot (%d)"
-                        % (total, w.capacity))
+                        % (total, slot.capacity))
     validator = resp.etag or resp.last_modified
-    _checkpoint(upd, url, validator, total)
+    slot.checkpoint(url, validator, total)
     if sniffed:
-        w.advance(sniffed)
-    saved = w.flushed
+        slot.advance(sniffed)
     limit = total if total is not None else length  # a chunked body announces nothing
-    while True:
-        n = await resp.readinto(w.space())
-        if not n:
-            break
-        w.advance(n)
-        if limit is not None and w.written > limit:
-            raise FotaError(FOTA_ERROR, "body longer than announced (%d bytes)" % limit)
-        if w.flushed - saved >= checkpoint:
-            _checkpoint(upd, url, validator, total)
-            saved = w.flushed
-        if progress:
-            progress(w.written, total)
-    if total is not None and w.written < total:
-        raise http.HTTPError(http.ERR_CLOSE, "connection closed at %d of %d bytes" % (w.written, total))
-    return total if total is not None else w.written
+    got = await slot.pour(resp, limit, progress, checkpoint,
+                          lambda: slot.checkpoint(url, validator, total))
+    if limit is not None and got == limit and await resp.readinto(bytearray(1)):
+        raise FotaError(FOTA_ERROR, "body longer than announced (%d bytes)" % limit)
+    if total is not None and got < total:
+        raise http.HTTPError(http.ERR_CLOSE, "connection closed at %d of %d bytes" % (got, total))
+    return total if total is not None else got

@@ -29,7 +29,7 @@ except ImportError:  # CPython
 
 
 from mpfota import version as _ver
-from mpfota.errors import FotaError as _Base
+from mpfota.errors import ALREADY_RUNNING, BASE, DIGEST, FOTA_ERROR, IMAGE, FotaError
 
 MAGIC = b"MPFP"
 FORMAT = const(1)
@@ -42,7 +42,6 @@ MAX_PATH = const(64)
 ENTRY_SIZE = const(6)
 ENTRY_FILE = const(1)
 BUF_SIZE = const(4096)
-CODE = const(-9)  # mpfota.writer.FOTA_ERROR: the update itself is wrong
 
 SECTION_TYPES = ("core", "core-delta", "scripts")
 SUPPORTED = ("core", "core-delta", "scripts")
@@ -52,7 +51,6 @@ FORMAT_ERROR = "format"
 TOO_LARGE = "manifest_too_large"
 TRUNCATED = "truncated"
 OVERFLOW = "overflow"
-DIGEST = "digest"
 SIGNATURE = "signature"
 PROJECT = "project"
 FIRMWARE = "firmware"
@@ -61,9 +59,7 @@ ROLLBACK = "rollback"
 DOWNGRADE = "downgrade"
 CURRENT = "current"
 CYCLIC = "cyclic"
-BASE = "base"
 UNSUPPORTED = "unsupported"
-IMAGE = "image"
 PENDING = "pending"
 SPACE = "space"
 IDENTITY = "identity"
@@ -73,10 +69,9 @@ _HEAD = "<4sBBHHHI"  # magic, format, flags, manifest length, signature length, 
 _ENTRY = "<BBI"  # kind, path length, size
 
 
-class PackageError(_Base):
+class PackageError(FotaError):
     def __init__(self, reason, msg):
-        super().__init__(CODE, msg)
-        self.reason = reason
+        super().__init__(FOTA_ERROR, msg, reason)
 
     def __str__(self):
         return "%d %s: %s" % (self.code, self.reason, self.msg)
@@ -353,22 +348,19 @@ def check_target(m, device):
 
 # --- device side -------------------------------------------------------------------------------
 
-_ROLLBACK = "rollback"
-
-
 def min_counter():
-    # The persisted anti-rollback minimum (0 when none was ever recorded).
-    from mpfota import state
+    # The persisted anti-rollback minimum (0 when none was ever recorded): journal "min".
+    from mpfota import journal
 
-    rec = state.load(_ROLLBACK)
-    return rec.get("min", 0) if isinstance(rec, dict) else 0
+    n = journal.get("min")
+    return n if isinstance(n, int) else 0
 
 
 def _raise_counter(n):
-    from mpfota import state
+    from mpfota import journal
 
     if n > min_counter():
-        state.save(_ROLLBACK, {"min": n})
+        journal.put("min", n)
 
 
 def provisioned_key():
@@ -443,20 +435,20 @@ class Installer:
     installed script set's record; firmware_name to the record's, then to
     PROJECT_LuatOS-SoC_<bsp>_<layout> (layout: board.layout() when the board has it, else 1).
     key: a public key (PEM, DER or rsa.PublicKey); default: the provisioned one. keep: paths of
-    user files a new script set never overwrites. update: an mpfota.ota.Update to write the core
+    user files a new script set never overwrites. slot: the mpfota.slot.Slot to write the core
     into (its sector buffer is used for everything); buf: a 4096-byte buffer otherwise.
     """
 
     def __init__(self, project=None, version=None, firmware_name=None, key=None, keep=(),
-                 update=None, buf=None, progress=None):
+                 slot=None, buf=None, progress=None):
         self.project = project
         self.version = version
         self.firmware_name = firmware_name
         self.key = key
         self.keep = list(keep)
-        self.update = update
-        if update is not None:
-            buf = update.writer.buf
+        self.slot = slot
+        if slot is not None:
+            buf = slot.buf
         self.buf = buf if buf is not None else bytearray(BUF_SIZE)
         if len(self.buf) != BUF_SIZE:
             raise ValueError("the package buffer must be %d bytes" % BUF_SIZE)
@@ -467,6 +459,7 @@ class Installer:
 
     def _restart(self):
         self.manifest = None
+        self.core_same = False  # the core section is the running image: nothing to switch
         self.pos = 0  # bytes of the package consumed
         self.index = 0  # section being read
         self.done = False
@@ -531,8 +524,8 @@ class Installer:
         if self.index >= len(m.sections):
             return m.size
         s = m.sections[self.index]
-        if s.type == "core" and self.update is not None:
-            return s.offset + self.update.writer.drop_partial()
+        if s.type == "core" and self.slot is not None:
+            return s.offset + self.slot.drop_partial()
         return s.offset
 
     def _rewind(self):
@@ -541,7 +534,7 @@ class Installer:
             s = m.sections[self.index]
             self.pos = s.offset
             if s.type == "core":
-                self.pos += self.update.writer.drop_partial()
+                self.pos += self.slot.drop_partial()
         else:
             self.pos = m.size
 
@@ -606,17 +599,18 @@ class Installer:
         # Everything that can be known before writing: refuse now, with nothing erased.
         import os
 
-        from mpfota import confirm, scripts
+        from mpfota.slot import unconfirmed
 
-        if confirm.status() == "pending" or scripts.status() == "pending":
-            raise PackageError(PENDING, "the running update is not confirmed yet")
+        what = unconfirmed()
+        if what:
+            raise PackageError(PENDING, "the running %s is not confirmed yet" % what)
         check_target(m, self.device())
         if m.core is not None:
-            if self.update is None:
-                from mpfota.ota import Update
+            if self.slot is None:
+                from mpfota.slot import Slot
 
-                self.update = Update(self.buf)
-            cap = self.update.writer.capacity
+                self.slot = Slot(self.buf)
+            cap = self.slot.capacity
             if m.core.size > cap:
                 raise PackageError(SPACE, "core section of %d bytes does not fit the slot (%d)"
                                    % (m.core.size, cap))
@@ -634,30 +628,59 @@ class Installer:
                 raise PackageError(SPACE, "script set needs %d bytes, %d free" % (need, free))
 
     async def _core(self, stream, s):
-        from mpfota.writer import FotaError
-
-        w = self.update.writer
+        slot = self.slot
         if self.pos == s.offset:
-            w.restart()
-        mv = None
-        while w.written < s.size:
-            mv = w.space()
-            left = s.size - w.written
-            if len(mv) > left:
-                mv = mv[:left]
-            n = await stream.readinto(mv)
-            if not n:
-                raise PackageError(TRUNCATED, "package ends inside the core section (%d of %d "
-                                   "bytes)" % (w.written, s.size))
-            w.advance(n)
-            self.pos += n
-            self._progress()
+            slot.restart()
+        start = slot.written
         try:
-            self.update.verify(s.size, s.md5, s.sha256)
+            got = await slot.pour(stream, s.size, self._section_progress(s, start))
         except FotaError as e:
-            why = DIGEST if ("md5" in e.msg or "sha256" in e.msg or "read-back" in e.msg) else IMAGE
-            raise PackageError(why, "core section: " + e.msg)
+            if e.code != ALREADY_RUNNING:
+                raise
+            await self._skip_core(stream, s, slot.mv[:slot.fill])
+            return
+        self.pos += got - start
+        if got < s.size:
+            raise PackageError(TRUNCATED, "package ends inside the core section (%d of %d "
+                               "bytes)" % (got, s.size))
+        try:
+            slot.verify(s.size, s.md5, s.sha256)
+        except FotaError as e:
+            raise PackageError(e.reason or IMAGE, "core section: " + e.msg)
         self._check_core_version()
+
+    async def _skip_core(self, stream, s, head):
+        # The core section is the image the board runs (the door refused it before writing):
+        # read past it, still checking its digests, and install the rest without a switch.
+        import hashlib
+        from mpfota import log
+
+        md5 = hashlib.md5(head)
+        sha = hashlib.sha256(head)
+        self.pos = s.offset + len(head)
+        left = s.size - len(head)
+        mv = self.mv
+        while left:
+            d = mv[:left if left < BUF_SIZE else BUF_SIZE]
+            await self._read(stream, d)
+            md5.update(d)
+            sha.update(d)
+            left -= len(d)
+        for name, h, want in (("md5", md5, s.md5), ("sha256", sha, s.sha256)):
+            got = binascii.hexlify(h.digest()).decode()
+            if got != want:
+                raise PackageError(DIGEST, "core section %s %s, expected %s" % (name, got, want))
+        self.slot.restart()
+        self.core_same = True
+        log.info("fota", "package core is the running image: only its scripts are installed")
+
+    def _section_progress(self, s, start):
+        # progress(done, total) of the whole package while the slot takes the core section.
+        if not self.progress:
+            return None
+        base = s.offset
+        size = self.manifest.size
+        return lambda done, _total: self.progress(base + done, size)
 
     def _check_core_version(self):
         # The manifest's to.core is a claim the version rules judged; the image's own header
@@ -666,7 +689,7 @@ class Installer:
         import board
 
         want = self.manifest.to["core"]
-        got = board.image_version(self.update.spare)
+        got = board.image_version(self.slot.spare)
         if got is None:
             from mpfota import log
 
@@ -683,7 +706,6 @@ class Installer:
         import os
 
         from mpfota import delta
-        from mpfota.writer import FotaError
 
         self.pos = s.offset
         md5 = hashlib.md5()
@@ -716,10 +738,11 @@ class Installer:
                 if binascii.hexlify(head.from_sha256).decode() != s.fields["base_sha256"]:
                     raise PackageError(BASE, "the patch's base differs from the manifest's "
                                        "base_sha256")
-                delta.apply(delta.PATCH_PATH, self.update, switch=False)
+                delta.apply(delta.PATCH_PATH, self.slot, switch=False)
+            except PackageError:
+                raise
             except FotaError as e:
-                why = BASE if "base" in e.msg else IMAGE
-                raise PackageError(why, "core-delta section: " + e.msg)
+                raise PackageError(e.reason or IMAGE, "core-delta section: " + e.msg)
             self._check_core_version()
         finally:
             try:
@@ -810,19 +833,26 @@ class Installer:
             self.stager.abort()
 
     def commit(self, switch=True):
-        # Everything is verified: raise the anti-rollback minimum, stage the script set for the
-        # next boot, switch the core slot (when `switch`). Returns the manifest.
+        # Everything is verified: stage the script set for the next boot, switch the core slot
+        # (when `switch`; on ESP32 set_boot() checks the image there, and a refusal un-stages
+        # the scripts), raise the anti-rollback minimum. Returns the manifest.
         from mpfota import log, scripts
 
         m = self.manifest
         if not self.done:
             raise PackageError(FORMAT_ERROR, "commit() before the whole package was read")
-        _raise_counter(m.counter)
         if m.scripts is not None:
             scripts.commit(self.stager.files, m.to["script"], m.project, m.firmware_name,
                            keep=m.keep + self.keep, core=m.to.get("core") if m.core else None)
-        if m.core is not None and switch:
-            self.update.switch(m.to["core"])
+        if m.core is not None and switch and not self.core_same:
+            try:
+                self.slot.switch(m.to["core"])
+            except FotaError as e:
+                if m.scripts is not None:
+                    scripts.discard()
+                log.error("fota", "package refused (%s): core section: %s" % (e.reason, e.msg))
+                raise PackageError(e.reason or IMAGE, "core section: " + e.msg)
+        _raise_counter(m.counter)
         log.info("fota", "package installed: core %s, script %s - reset to apply"
                  % (m.to.get("core", "unchanged"), m.to.get("script", "unchanged")))
         return m

@@ -21,24 +21,23 @@
 # any other file no package installed is the user's, and the set is refused (blocker()).
 import os
 
-from mpfota import log, state
+from mpfota import journal, log
 
 ROOT = "/"
 STAGE = "/.mpfota/stage/"
 PREV = "/.mpfota/prev/"
-_RECORD = "scripts"
 _DIR = 0x4000
 
 
 def _load():
-    rec = state.load(_RECORD)
+    rec = journal.get("scripts")
     if not isinstance(rec, dict) or "state" not in rec:
         return {"state": "valid", "cur": None, "keep": []}
     return rec
 
 
 def _save(rec):
-    state.save(_RECORD, rec)
+    journal.put("scripts", rec)
 
 
 def status():
@@ -157,11 +156,8 @@ class Stager:
         if rec["state"] == "staged":
             log.warn("fota", "discarding the script set", rec["new"]["version"],
                      "staged before: a new one replaces it")
-            rec["state"] = "valid"
-            del rec["new"]
-            _save(rec)
         self._close()
-        _wipe(STAGE)
+        discard()
         _makedirs(STAGE + "x")
         self.files = []
 
@@ -199,6 +195,16 @@ class Stager:
         self.files = []
 
 
+def discard():
+    # Forget a staged set (replaced, or its core was refused at the switch) and its files.
+    rec = _load()
+    if rec["state"] == "staged":
+        rec["state"] = "valid"
+        del rec["new"]
+        _save(rec)
+    _wipe(STAGE)
+
+
 def commit(files, version, project, firmware_name, keep=(), core=None):
     # Record a complete, verified stage as the set to swap in at the next boot. `core`: the core
     # version it needs (a core+script package); a boot on another core discards it.
@@ -211,7 +217,7 @@ def commit(files, version, project, firmware_name, keep=(), core=None):
     rec.update({"state": "staged", "keep": all_keep, "core": core,
                 "new": {"version": version, "project": project,
                         "firmware_name": firmware_name, "files": list(files)}})
-    _save(rec)
+    journal.put("scripts", rec, heal=True)  # sound again: the staged set replaces the damage
     log.info("fota", "script set", version, "staged: applied at the next boot")
 
 
@@ -232,6 +238,14 @@ def apply_at_boot():
     # Finish whatever the journal says. Returns the status afterwards. Call before main.py.
     _settle()
     rec = _load()
+    why = journal.damaged() or journal.scar()
+    if why:
+        # The journal cannot say which set is whole: move and delete nothing (the saved and
+        # staged sets stay where they are) and boot the live files. A new package's commit
+        # writes a sound journal again.
+        log.error("fota", "script journal unusable (%s): keeping every script set as it is"
+                  % why)
+        return "damaged"
     s = rec["state"]
     if s == "staged":
         need = rec.get("core")

@@ -29,7 +29,7 @@ def _refused(delta_set, name):
     import board
     import vpartition
     from mpfota import delta
-    from mpfota.writer import FotaError
+    from mpfota.errors import FotaError
 
     try:
         delta.apply()
@@ -90,11 +90,11 @@ def test_small_pair_apply_without_switch_then_again(delta_small, delta_small_boa
 
     delta.apply(switch=False)
     assert vpartition.boot_record() is None
-    from mpfota.ota import Update
+    from mpfota.slot import Slot
 
-    upd = Update()
-    h = delta.apply(update=upd)
-    assert upd.verified and h.to_size == delta_small["size"]
+    slot = Slot()
+    h = delta.apply(slot=slot)
+    assert slot.verified and h.to_size == delta_small["size"]
     assert vpartition.boot_record() == (1, "new")
     assert vb.reboot() == 1
     import board
@@ -105,7 +105,7 @@ def test_small_pair_apply_without_switch_then_again(delta_small, delta_small_boa
 def test_missing_patch_file(delta_small_board):
     vb.boot()
     from mpfota import delta
-    from mpfota.writer import FotaError
+    from mpfota.errors import FotaError
 
     try:
         delta.apply("/.mpfota/none.bin")
@@ -176,7 +176,7 @@ def test_refuses_while_pending(delta_small, delta_small_board):
 
     delta.apply()
     assert vb.reboot() == 1
-    from mpfota.writer import FotaError
+    from mpfota.errors import FotaError
 
     try:
         delta.apply()

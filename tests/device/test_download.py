@@ -54,7 +54,7 @@ async def test_download_verify_switch(vboard, update_server):
     _setup()
     import board
     import vpartition
-    from mpfota import download, state
+    from mpfota import download, journal
 
     img = update_server["images"]["core-2.0.0"]
     seen = []
@@ -64,7 +64,7 @@ async def test_download_verify_switch(vboard, update_server):
     assert (r.status, r.size) == (200, img["size"])
     assert seen[-1] == (img["size"], img["size"])
     assert vpartition.boot_record() == (1, "new")
-    assert state.load("download") is None, "progress record is cleared after success"
+    assert journal.get("dl") is None, "progress record is cleared after success"
     vb.reboot()
     assert board.core_version() == "2.0.0"
 
@@ -95,13 +95,13 @@ async def test_no_update_answer_is_returned_not_raised(vboard, update_server):
 
 async def test_wrong_md5_and_sha256(vboard, update_server):
     head = _setup()
-    from mpfota import state
+    from mpfota import journal
 
     img = update_server["images"]["core-2.0.0"]
     url = update_server["base"] + img["path"]
     msg = await _fails(url, -9, md5="0" * 32)
     assert "md5" in msg
-    assert state.load("download") is None, "a bad download must start from 0 next time"
+    assert journal.get("dl") is None, "a bad download must start from 0 next time"
     msg = await _fails(url, -9, sha256="1" * 64)
     assert "sha256" in msg
     _unchanged(head)
@@ -165,7 +165,7 @@ async def test_resume_after_interruption(vboard, update_server):
     import json
 
     import vpartition
-    from mpfota import download, http, state
+    from mpfota import download, http, journal
 
     img = update_server["images"]["core-3.0.0"]
     url = update_server["base"] + img["path"] + "?tag=resume"
@@ -178,7 +178,7 @@ async def test_resume_after_interruption(vboard, update_server):
         await download.fetch(url, progress=stop_early, retries=0, checkpoint=8192)
     except OSError:
         pass
-    rec = state.load("download")
+    rec = journal.get("dl")
     offset = rec["offset"]
     assert offset > 0 and offset % 8192 == 0, rec
     # The next call of the same URL re-hashes the prefix from flash and asks for the rest.
@@ -197,7 +197,7 @@ async def test_resume_after_interruption(vboard, update_server):
 async def test_damaged_prefix_starts_over(vboard, update_server):
     _setup()
     import board
-    from mpfota import download, state
+    from mpfota import download, journal
 
     img = update_server["images"]["core-3.0.0"]
     url = update_server["base"] + img["path"]
@@ -210,7 +210,7 @@ async def test_damaged_prefix_starts_over(vboard, update_server):
         await download.fetch(url, progress=stop_early, retries=0, checkpoint=8192)
     except OSError:
         pass
-    assert state.load("download")["offset"] >= 8192
+    assert journal.get("dl")["offset"] >= 8192
     _, spare = board.ota_slots()
     spare.writeblocks(1, bytes(4096))  # the saved prefix is no longer what was written
     r = await download.fetch(url, md5=img["md5"], checkpoint=8192)
@@ -221,7 +221,7 @@ async def test_changed_file_restarts_from_zero(vboard, update_server):
     _setup()
     import json
 
-    from mpfota import download, http, state
+    from mpfota import download, http, journal
 
     img = update_server["images"]["core-3.0.0"]
     url = update_server["base"] + img["path"] + "?tag=changed"
@@ -234,9 +234,9 @@ async def test_changed_file_restarts_from_zero(vboard, update_server):
         await download.fetch(url, progress=stop_early, retries=0, checkpoint=8192)
     except OSError:
         pass
-    rec = state.load("download")
+    rec = journal.get("dl")
     rec["validator"] = '"an-older-etag"'  # as if the file had changed on the server since
-    state.save("download", rec)
+    journal.put("dl", rec)
     r = await download.fetch(url, md5=img["md5"], checkpoint=8192)
     assert r.status == 200 and r.size == img["size"]
     resp = await http.request("GET", update_server["base"] + "/_requests?tag=changed",

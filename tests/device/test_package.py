@@ -145,11 +145,11 @@ async def test_next_set_replaces_old_files_and_rollback_restores_them(vboard, pa
     # after a rollback.
     with open("/app/old_only.py", "w") as f:
         f.write("old")
-    from mpfota import state
+    from mpfota import journal
 
-    rec = state.load("scripts")
+    rec = journal.get("scripts")
     rec["cur"]["files"].append("app/old_only.py")
-    state.save("scripts", rec)
+    journal.put("scripts", rec)
     await _install(package_kit, "scripts-next", version=None)
     assert _next_boot() == "pending"
     assert not _exists("/app/old_only.py")

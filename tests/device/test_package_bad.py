@@ -12,7 +12,7 @@ def _setup(kit, key=False, min_counter=0):
     vb.boot()
     import os
 
-    from mpfota import state
+    from mpfota import journal
 
     with open("/main.py", "w") as f:
         f.write(MAIN0)
@@ -24,7 +24,7 @@ def _setup(kit, key=False, min_counter=0):
         with open("/.mpfota/pubkey.pem", "w") as f:
             f.write(kit["pub_pem"])
     if min_counter:
-        state.save("rollback", {"min": min_counter})
+        journal.put("min", min_counter)
 
 
 def _spare_blank():

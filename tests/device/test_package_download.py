@@ -60,7 +60,7 @@ async def test_whole_file_digests_and_length(vboard, package_kit):
     import hashlib
 
     from mpfota.download import fetch
-    from mpfota.writer import FotaError
+    from mpfota.errors import FotaError
     md5 = vb.md5hex(data)
     for kw, word in (({"md5": "0" * 32}, "md5"), ({"sha256": "1" * 64}, "sha256"),
                      ({"length": len(data) + 1}, "expected")):

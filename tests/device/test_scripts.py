@@ -46,22 +46,22 @@ class _CrashingOS:
 
 
 def _crashing(after, fn):
-    # Run fn() with every file operation of mpfota.scripts and mpfota.state counted; crash
+    # Run fn() with every file operation of mpfota.scripts and mpfota.journal counted; crash
     # after `after` of them (None: never). Returns the number of operations done.
     import os
 
-    from mpfota import scripts, state
+    from mpfota import journal, scripts
 
     fake = _CrashingOS(os, after)
     scripts.os = fake
-    state.os = fake
+    journal.os = fake
     try:
         fn()
     except _Crash:
         pass
     finally:
         scripts.os = os
-        state.os = os
+        journal.os = os
     return fake.count
 
 
@@ -95,7 +95,7 @@ def _stage(version, files):
 
 def _fresh():
     # v1 installed and confirmed, the user's files, v2 staged.
-    from mpfota import scripts, state
+    from mpfota import journal, scripts
 
     for p in ("/app", "/lib", "/data", "/.mpfota"):
         scripts._wipe(p)
@@ -106,7 +106,7 @@ def _fresh():
             os.remove(p)
         except OSError:
             pass
-    state.clear("scripts")
+    journal.put("scripts", None)
     _stage("v1", V1)
     assert scripts.apply_at_boot() == "pending"
     assert scripts.confirm()

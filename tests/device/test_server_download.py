@@ -76,7 +76,7 @@ async def test_package_chosen_by_installed_core(vboard, board_fota):
 async def test_redirect_to_nginx_with_resume(vboard, board_fota):
     vb.boot()
     import vpartition
-    from mpfota import download, state
+    from mpfota import download, journal
 
     img = board_fota["images"]["core-2.0.0"]
     url = _url(board_fota["redirect_base"], board_fota)
@@ -89,7 +89,7 @@ async def test_redirect_to_nginx_with_resume(vboard, board_fota):
         await download.fetch(url, progress=stop_early, retries=0, checkpoint=8192)
     except OSError:
         pass
-    offset = state.load("download")["offset"]
+    offset = journal.get("dl")["offset"]
     assert offset > 0 and offset % 8192 == 0
     # The same URL again: the engine asks the FOTA server with Range + If-Range, follows the
     # 302 to nginx with both headers, and nginx answers 206 from the saved offset.

@@ -27,7 +27,7 @@ def _untouched():
 
 async def _fetch_fails(code, url, words=None, **kw):
     from mpfota import download, http
-    from mpfota.writer import FotaError
+    from mpfota.errors import FotaError
 
     try:
         await download.fetch(url, retries=0, **kw)
@@ -45,7 +45,7 @@ async def test_engine_fetch_over_tls_verifies_the_server(vboard, tls_server):
     # (-9, after the digest and read-back checks). Any other trust failure: -4 (connect).
     vb.boot()
     from mpfota import http
-    from mpfota.writer import FOTA_ERROR
+    from mpfota.errors import FOTA_ERROR
 
     blob = tls_server["blobs"]["medium"]
     url = tls_server["base"] + "/blob/medium"
@@ -62,7 +62,7 @@ async def test_engine_fetch_over_tls_verifies_the_server(vboard, tls_server):
 async def test_engine_fetch_with_a_client_certificate(vboard, tls_server):
     vb.boot()
     from mpfota import http
-    from mpfota.writer import FOTA_ERROR
+    from mpfota.errors import FOTA_ERROR
 
     url = tls_server["mtls_base"] + "/blob/small"
     kw = {"server_cert": tls_server["ca"]}

@@ -197,8 +197,7 @@ for i in range(N):
     if vpartition.boot_record() != record:
         r["switched"] = True
     try:
-        os.remove("/.mpfota/rollback.json")
-        os.remove("/.mpfota/scripts.json")
+        os.remove("/.mpfota/journal")
     except OSError:
         pass
     print("R", json.dumps(r))

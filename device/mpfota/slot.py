@@ -1,0 +1,261 @@
+# The one door to the spare core slot. Every route that writes a core image (a raw download, a
+# package's core section, a delta, the fota module, Aliyun) opens a Slot, feeds it bytes,
+# verifies and switches; nothing else touches the spare slot, its sector buffer or the switch
+# record in the journal.
+#
+#   s = Slot()                        # refuses while the running image or scripts are unconfirmed
+#   n = await stream.readinto(s.space()); s.advance(n)    # or s.write(chunk), or s.pour(stream)
+#   s.checkpoint(key, validator, total)                    # resume point (journal "dl")
+#   s.verify(length, md5, sha256)     # one read of the slot: read-back digest + image check
+#   s.switch(version)                 # journal "core", then set_boot()
+#
+# Bytes land in one 4 KiB sector buffer; every full sector is erased and programmed in one
+# writeblocks() call. MD5 (what LuatOS platforms use), SHA-256 and a CRC-32 are computed on the
+# way; the CRC is a plain integer, so a checkpoint can keep it and a resume can check that the
+# prefix in flash is what was written. Before the first sector is written, the image's identity
+# is compared with the running image's: the same image is refused (ALREADY_RUNNING) with
+# nothing written, so a board never reinstalls what it runs.
+import binascii
+import hashlib
+from micropython import const
+
+import board
+from mpfota import journal, log
+from mpfota.errors import ALREADY_RUNNING, DIGEST, FOTA_ERROR, IMAGE, LENGTH, SAME, FotaError
+
+SECTOR = const(4096)
+_LOG_STEP = const(10)  # log the progress every 10 %
+
+reads = 0  # full reads of the spare slot after a write, this process (the bench reports it)
+
+
+def _hex(digest):
+    return binascii.hexlify(digest).decode()
+
+
+def _label(part):
+    return part.info()[4]
+
+
+def unconfirmed(running=None):
+    # What is still awaiting confirmation ("image" or "script set"), or None; from the journal.
+    rec = journal.load()
+    core = rec.get("core")
+    if core and core.get("slot") == (running or _label(board.Partition(board.Partition.RUNNING))):
+        return "image"
+    if (rec.get("scripts") or {}).get("state") in ("swapping", "pending"):
+        return "script set"
+    return None
+
+
+class Slot:
+    def __init__(self, buf=None):
+        self.running, self.spare = board.ota_slots()
+        what = unconfirmed(_label(self.running))
+        if what:
+            raise FotaError(FOTA_ERROR, "the running %s is not confirmed yet; an update now "
+                            "would overwrite the only known-good one" % what)
+        self.label = _label(self.spare)
+        self._bs = self.spare.ioctl(5, 0)
+        self.capacity = self.spare.ioctl(4, 0) * self._bs
+        self.buf = buf if buf is not None else bytearray(SECTOR)
+        if len(self.buf) != SECTOR:
+            raise ValueError("the sector buffer must be 4096 bytes")
+        self.mv = memoryview(self.buf)
+        self.verified = False
+        self.restart()
+
+    # --- taking bytes --------------------------------------------------------------------------
+
+    def restart(self):
+        # Start again at offset 0 (nothing is erased until a sector is full).
+        self.flushed = 0  # bytes programmed into flash (a multiple of SECTOR until finish)
+        self.fill = 0  # bytes waiting in the sector buffer
+        self.crc = 0
+        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256()
+        self.verified = False
+
+    @property
+    def written(self):
+        return self.flushed + self.fill
+
+    def space(self):
+        # The free part of the sector buffer, for readinto(); call advance(n) afterwards.
+        return self.mv[self.fill:]
+
+    def advance(self, n):
+        if self.flushed + self.fill + n > self.capacity:
+            raise FotaError(FOTA_ERROR, "update larger than the slot (%d bytes)" % self.capacity,
+                            LENGTH)
+        self.fill += n
+        if self.fill == SECTOR:
+            self._flush()
+
+    def write(self, data):
+        # Copy bytes in, for callers that hold their own chunk (fota.run, the delta applier).
+        mv = memoryview(data)
+        pos = 0
+        end = len(mv)
+        while pos < end:
+            k = min(SECTOR - self.fill, end - pos)
+            self.mv[self.fill:self.fill + k] = mv[pos:pos + k]
+            pos += k
+            self.advance(k)
+        return pos
+
+    async def pour(self, stream, limit=None, progress=None, every=0, on_checkpoint=None):
+        # Read `stream` (readinto) into the slot until it ends or `limit` bytes are written;
+        # on_checkpoint() after every `every` bytes flushed; progress(written, limit) as bytes
+        # arrive, and a log line every 10 %. Returns the bytes written in all.
+        saved = self.flushed
+        step = limit // _LOG_STEP if limit else 0
+        mark = self.written + step if step else 0
+        while limit is None or self.written < limit:
+            mv = self.space()
+            if limit is not None and limit - self.written < len(mv):
+                mv = mv[:limit - self.written]
+            n = await stream.readinto(mv)
+            if not n:
+                break
+            self.advance(n)
+            if every and self.flushed - saved >= every:
+                on_checkpoint()
+                saved = self.flushed
+            if progress:
+                progress(self.written, limit)
+            if step and self.written >= mark:
+                log.info("fota", "received %d%% (%d of %d bytes)"
+                         % (self.written * 100 // limit, self.written, limit))
+                mark += step
+        return self.written
+
+    def _flush(self):
+        data = self.mv[:self.fill]
+        if self.flushed == 0:
+            self._refuse_same(data)
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.crc = binascii.crc32(data, self.crc)
+        # writeblocks without offset erases the sector first (esp32.Partition semantics).
+        self.spare.writeblocks(self.flushed // self._bs, data)
+        self.flushed += self.fill
+        self.fill = 0
+
+    def _refuse_same(self, head):
+        # The same-image guard: runs on the first sector, before anything is written.
+        new = board.image_id(head)
+        if new is not None and new == board.image_id_running():
+            log.info("fota", "already running this image (%s): nothing written" % new[0])
+            raise FotaError(ALREADY_RUNNING, "already running this image", SAME)
+
+    def drop_partial(self):
+        # Forget the bytes waiting in the sector buffer (never hashed, never written); returns
+        # the offset to fetch again from.
+        self.fill = 0
+        return self.flushed
+
+    def finish(self):
+        if self.fill:
+            self._flush()
+
+    # --- resuming ------------------------------------------------------------------------------
+
+    def checkpoint(self, key, validator=None, length=None):
+        # Save the resume point of the bytes flushed so far (journal section "dl").
+        journal.put("dl", {"key": key, "slot": self.label, "offset": self.flushed,
+                           "crc": self.crc, "validator": validator, "length": length})
+
+    def resume_point(self, key):
+        # (offset, validator) to continue the download `key` from, after re-hashing the prefix
+        # in flash; (0, None) when there is none or the prefix is not what was written.
+        rec = journal.get("dl")
+        if not rec or rec.get("key") != key or rec.get("slot") != self.label:
+            return 0, None
+        if self._resume(rec["offset"], rec["crc"]):
+            log.info("fota", "resuming at", rec["offset"])
+            return rec["offset"], rec.get("validator")
+        log.warn("fota", "saved progress does not match the slot: starting again")
+        return 0, None
+
+    def saved_validator(self, key):
+        rec = journal.get("dl")
+        return rec.get("validator") if rec and rec.get("key") == key else None
+
+    def forget(self):
+        journal.put("dl", None)
+
+    def _resume(self, offset, crc):
+        self.restart()
+        if offset % SECTOR or offset > self.capacity:
+            return False
+        mv = self.mv
+        while self.flushed < offset:
+            self.spare.readblocks(self.flushed // self._bs, mv)
+            self.md5.update(mv)
+            self.sha256.update(mv)
+            self.crc = binascii.crc32(mv, self.crc)
+            self.flushed += SECTOR
+        if self.crc != crc:
+            self.restart()
+            return False
+        return True
+
+    # --- verifying and switching ---------------------------------------------------------------
+
+    def verify(self, length=None, md5=None, sha256=None):
+        # Length and expected digests, then ONE read of the written bytes feeding both the
+        # read-back digest and the board's image check. Raises FotaError; returns the digests.
+        global reads
+        self.finish()
+        n = self.flushed
+        if n == 0:
+            raise FotaError(FOTA_ERROR, "empty update", LENGTH)
+        if length is not None and n != length:
+            raise FotaError(FOTA_ERROR, "length %d, expected %d" % (n, length), LENGTH)
+        got_md5 = _hex(self.md5.digest())
+        got = self.sha256.digest()
+        if md5 and got_md5 != md5.lower():
+            raise FotaError(FOTA_ERROR, "md5 %s, expected %s" % (got_md5, md5.lower()), DIGEST)
+        if sha256 and _hex(got) != sha256.lower():
+            raise FotaError(FOTA_ERROR, "sha256 %s, expected %s" % (_hex(got), sha256.lower()),
+                            DIGEST)
+        check = board.image_check()  # None: the board's switch checks the image itself
+        back = hashlib.sha256()
+        mv = self.mv
+        pos = 0
+        while pos < n:
+            k = min(SECTOR, n - pos)
+            self.spare.readblocks(pos // self._bs, mv[:k])
+            back.update(mv[:k])
+            if check is not None:
+                check.update(pos, mv[:k])
+            pos += k
+        reads += 1
+        if back.digest() != got:
+            raise FotaError(FOTA_ERROR, "read-back of the slot does not match what was written",
+                            DIGEST)
+        if check is not None and not check.ok(n):
+            raise FotaError(FOTA_ERROR, "the update is not a bootable image for this board", IMAGE)
+        log.info("fota", "verified", n, "bytes md5", got_md5, "sha256", _hex(got))
+        self.verified = True
+        return got_md5, _hex(got)
+
+    def switch(self, version=None):
+        # Make the verified slot the boot slot (applied at the next reset). The journal's core
+        # record is written before set_boot() (a new image always finds it) and marked armed
+        # after it: a cut between the two leaves an unarmed record, never a false rollback.
+        if not self.verified:
+            raise FotaError(FOTA_ERROR, "refusing to switch to an unverified slot")
+        rec = {"slot": self.label, "from": _label(self.running), "version": version,
+               "armed": False}
+        journal.put("core", rec)
+        try:
+            self.spare.set_boot()
+        except OSError as e:  # ESP-IDF verifies the image here (ESP_ERR_OTA_VALIDATE_FAILED)
+            journal.put("core", None)
+            raise FotaError(FOTA_ERROR, "the update is not a bootable image for this board "
+                            "(set_boot: %s)" % (e,), IMAGE)
+        rec["armed"] = True
+        journal.put("core", rec)
+        log.info("fota", "boot slot is now", self.label, "- reset to apply")
