@@ -5,7 +5,11 @@ Everything listens on 127.0.0.1 and is stopped at teardown.
 
 fota_server      a started FotaServer on a fresh data directory; `.lines` holds its log lines
 make_nginx       factory: make_nginx(root) -> Nginx serving `root` at `<base>/fota/` (Range,
-                 ETag, If-Range as nginx does them), its access log at `<base>/_access.log`
+                 ETag, If-Range as nginx does them), its access log at `<base>/_access.log`;
+                 make_nginx(root, upstreams=[port, ...]) also passes every other path to
+                 those servers in turn (a load balancer in front of several `mpfota serve`)
+postgres         (module scope) a PostgreSQL cluster of its own on 127.0.0.1 in a temporary
+                 directory, run as the postgres user: `.url(dbname)` makes a fresh database
 board_fota       for device tests: a direct server and a redirecting one (302 to nginx) on one
                  data directory, with core-image releases for the default virtual board.
                  Device side: {"base", "redirect_base", "nginx", "project", "firmware",
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,9 +52,19 @@ http {{
         listen 127.0.0.1:{port};
         location /fota/ {{ alias {root}/; }}
         location = /_access.log {{ alias {dir}/access.log; default_type text/plain; }}
+{proxy}
     }}
+{upstream}
 }}
 """
+
+# With upstreams: every path but /fota/ goes to the servers in turn, on kept-alive connections.
+NGINX_PROXY = """        location / { proxy_pass http://fota_servers; proxy_http_version 1.1;
+                     proxy_set_header Connection ""; proxy_next_upstream off; }"""
+NGINX_UPSTREAM = """upstream fota_servers {{
+{servers}
+    keepalive 8;
+}}"""
 
 
 def free_port() -> int:
@@ -68,7 +84,8 @@ def _listening(port: int) -> bool:
 class Nginx:
     """A real nginx (one process, no daemon) serving `root` at /fota/ on 127.0.0.1."""
 
-    def __init__(self, root: Path, workdir: Path) -> None:
+    def __init__(self, root: Path, workdir: Path, upstreams: list[int] | None = None) -> None:
+        self.upstreams = upstreams or []
         self.root = Path(root).resolve()
         self.dir = Path(workdir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +109,11 @@ class Nginx:
         for _ in range(3):  # the free port can be taken between probe and bind: try again
             self.port = free_port()
             conf = self.dir / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(dir=self.dir, root=self.root, port=self.port))
+            servers = "\n".join(f"    server 127.0.0.1:{p};" for p in self.upstreams)
+            conf.write_text(NGINX_CONF.format(
+                dir=self.dir, root=self.root, port=self.port,
+                proxy=NGINX_PROXY if self.upstreams else "",
+                upstream=NGINX_UPSTREAM.format(servers=servers) if self.upstreams else ""))
             self.proc = subprocess.Popen(
                 [NGINX, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(conf)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -124,16 +145,88 @@ class Nginx:
 def make_nginx(tmp_path):
     started: list[Nginx] = []
 
-    def make(root: Path) -> Nginx:
+    def make(root: Path, upstreams: list[int] | None = None) -> Nginx:
         if not os.access(NGINX, os.X_OK):
             pytest.fail(f"{NGINX} is not installed (make setup installs it)")
-        n = Nginx(root, tmp_path / f"nginx{len(started)}").start()
+        n = Nginx(root, tmp_path / f"nginx{len(started)}", upstreams).start()
         started.append(n)
         return n
 
     yield make
     for n in started:
         n.stop()
+
+
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster: initdb and pg_ctl run as the postgres user (the
+    server refuses to run as root), trust authentication, 127.0.0.1 only, no fsync."""
+
+    def __init__(self) -> None:
+        versions = sorted(PG_BIN.glob("*/bin/pg_ctl"))
+        if not versions:
+            raise RuntimeError(f"no PostgreSQL under {PG_BIN} (make setup installs it)")
+        self.bin = versions[-1].parent
+        self.dir = Path(tempfile.mkdtemp(prefix="mpfota-pg-"))
+        self.port = 0
+
+    def _as_postgres(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    def start(self) -> Postgres:
+        shutil.chown(self.dir, "postgres", "postgres")
+        data = self.dir / "data"
+        done = self._as_postgres(str(self.bin / "initdb"), "-D", str(data), "-A", "trust",
+                                 "-U", "postgres", "--no-sync", "-E", "UTF8")
+        if done.returncode:
+            raise RuntimeError(f"initdb: {done.stderr[-500:]}")
+        for _ in range(3):  # the free port can be taken between probe and bind: try again
+            self.port = free_port()
+            done = self._as_postgres(
+                str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w",
+                "-t", "60", "start", "-o",
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
+                "-c full_page_writes=off -c max_connections=40")
+            if done.returncode == 0:
+                return self
+        log = (self.dir / "log").read_text() if (self.dir / "log").exists() else done.stderr
+        raise RuntimeError(f"pg_ctl start: {log[-500:]}")
+
+    def url(self, dbname: str) -> str:
+        """A new, empty database."""
+        import psycopg
+
+        with psycopg.connect(self.url_of("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        return self.url_of(dbname)
+
+    def url_of(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def stop(self) -> None:
+        if (self.dir / "data" / "postmaster.pid").exists():
+            self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m",
+                              "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    if os.geteuid() != 0:
+        pytest.skip("PostgreSQL test cluster: needs root to run initdb as the postgres user")
+    if not list(PG_BIN.glob("*/bin/pg_ctl")) or shutil.which("runuser") is None:
+        pytest.skip(f"PostgreSQL is not installed under {PG_BIN} (make setup installs it)")
+    pg = Postgres()
+    try:
+        pg.start()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        pg.stop()
+        pytest.skip(f"could not start a PostgreSQL cluster: {e}")
+    yield pg
+    pg.stop()
 
 
 class LoggedServer:
