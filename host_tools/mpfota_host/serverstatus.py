@@ -37,10 +37,17 @@ def _table(table_id: str, head: tuple[str, ...], rows: list[tuple[list[str], str
     return "\n".join(out) + "</table>"
 
 
+# The platform's messages are Chinese (MESSAGES, what devices get); the page says them in
+# English and keeps the original as the cell's tooltip.
+_ENGLISH = {3: "invalid device", 17: "no permission", 21: "banned", 25: "invalid project",
+            26: "invalid firmware", 27: "up to date", 40: "cyclic upgrade", 43: "please wait"}
+
+
 def _code(code: int | None) -> str:
     if code is None:
         return "download"
-    return f"{code} {escape(MESSAGES.get(code, ''))}"
+    return (f'<span title="{escape(MESSAGES.get(code, ""))}">{code} '
+            f'{escape(_ENGLISH.get(code, "?"))}</span>')
 
 
 def status_page(store: Store, now: float) -> str:
