@@ -1,4 +1,5 @@
-# The LuatOS C `fota` module (luat/modules/luat_lib_fota.c) on mpfota's spare slot.
+# The LuatOS C `fota` module (luat/modules/luat_lib_fota.c) on mpfota's spare slot (the door:
+# mpfota.slot).
 #
 #   fota.init([storge_location, len, param1, param2])  -> bool   (len: the storage capacity)
 #   fota.wait()                                        -> bool
@@ -20,6 +21,7 @@
 # the digests given, a read-back of the slot and the board's image check all pass.
 from micropython import const
 from mpfota import log
+from mpfota.errors import FotaError
 
 _IDLE = const(0)
 _RECEIVING = const(1)
@@ -30,7 +32,7 @@ _FAILED = const(-1)
 _MORE = const(1)  # the port's "more data wanted"
 _ERROR = const(-1)
 
-_update = None
+_slot = None
 _state = _IDLE
 _limit = 0  # bytes the update may take: the slot, or init's smaller len
 _size = None  # the update's size, when the app gave it
@@ -40,23 +42,22 @@ _digests = (None, None)
 def init(storge_location=None, len=0, param1=None, param2=None, size=None, md5=None,
          sha256=None):
     # A new flow; False (with the cause logged) when the spare slot cannot take an update now.
-    global _update, _state, _limit, _size, _digests
-    from mpfota.ota import Update
-    from mpfota.writer import FotaError
+    global _slot, _state, _limit, _size, _digests
+    from mpfota.slot import Slot
 
-    _update = None
+    _slot = None
     try:
-        upd = Update()
+        slot = Slot()
     except (FotaError, OSError) as e:
         log.error("fota", "init failed:", e)
         _state = _FAILED
         return False
-    cap = upd.writer.capacity
+    cap = slot.capacity
     if storge_location is not None or param1 is not None:
         log.info("fota", "storage location ignored: the update goes to the spare core slot")
     if len and len > cap:
         log.info("fota", "storage of %d bytes asked, the spare slot holds %d" % (len, cap))
-    _update, _state = upd, _RECEIVING
+    _slot, _state = slot, _RECEIVING
     _limit = min(len, cap) if len and len > 0 else cap
     _size, _digests = size, (md5, sha256)
     return True
@@ -74,16 +75,15 @@ def _fail(*why):
 
 
 def _written():
-    return _update.writer.written
+    return _slot.written
 
 
 def _verify():
     # The end of the stream: length, digests, read-back and the board's image check.
     global _state
-    from mpfota.writer import FotaError
 
     try:
-        _update.verify(_size, _digests[0], _digests[1])
+        _slot.verify(_size, _digests[0], _digests[1])
     except (FotaError, OSError) as e:
         _fail("verification failed:", e)
         return
@@ -92,10 +92,9 @@ def _verify():
 
 def _switch():
     global _state
-    from mpfota.writer import FotaError
 
     try:
-        _update.switch()
+        _slot.switch()
     except (FotaError, OSError) as e:
         _fail("switch failed:", e)
         return False
@@ -123,13 +122,12 @@ def _triple(r):
 
 def _take(mv):
     # Append mv to the slot; False (flow failed) when it does not fit.
-    from mpfota.writer import FotaError
 
     if _written() + len(mv) > _limit:
         _fail("update larger than the storage (%d bytes)" % _limit)
         return False
     try:
-        _update.writer.write(mv)
+        _slot.write(mv)
     except (FotaError, OSError) as e:
         _fail("write failed:", e)
         return False
@@ -161,7 +159,7 @@ def finish(is_ok):
     # finish(True): verify if needed, switch; True once the boot slot is switched (also when
     # file() already did). finish(False): abandon the flow; False only when a switch already
     # happened (it is not undone: the next reset runs the new image, pending confirmation).
-    global _update, _state
+    global _slot, _state
     if is_ok:
         if _state == _RECEIVING:
             _verify()
@@ -173,15 +171,14 @@ def finish(is_ok):
         return False
     if _state == _RECEIVING:
         log.warn("fota", "update abandoned: nothing switched")
-    _update, _state = None, _IDLE
+    _slot, _state = None, _IDLE
     return True
 
 
 def _pour(f):
     # The file straight into the slot's sector buffer (no second buffer, no copy).
-    from mpfota.writer import FotaError
 
-    w = _update.writer
+    w = _slot
     while _state == _RECEIVING:
         space = w.space()
         room = _limit - w.written

@@ -314,6 +314,40 @@ def test_read_back_mismatch_is_refused(vboard):
     assert vpartition.boot_record() is None
 
 
+def _running_image():
+    # The bytes of the image the board runs (header: magic, header size, body size, ...).
+    import struct
+
+    import board
+
+    running, _spare = board.ota_slots()
+    bs = running.ioctl(5, 0)
+    buf = bytearray(bs)
+    running.readblocks(0, buf)
+    hsize, body = struct.unpack_from("<II", buf, 4)
+    out = bytearray(hsize + body)
+    for pos in range(0, len(out), bs):
+        running.readblocks(pos // bs, buf)
+        k = min(bs, len(out) - pos)
+        out[pos:pos + k] = buf[:k]
+    return bytes(out)
+
+
+def test_the_running_image_is_refused_with_nothing_written(vboard):
+    # The door's same-image guard: fota.run() of the image the board runs fails at its first
+    # sector; nothing is switched.
+    vb.boot()
+    import fota
+    import vpartition
+
+    img = _running_image()
+    assert fota.init(size=len(img))
+    assert _run_chunks(fota, img, 4096) == (False, True, -1)
+    assert fota.isDone() == (False, True)
+    assert fota.finish(True) is False
+    assert vpartition.boot_record() is None
+
+
 # -------------------------------------------------------------------------- finish()
 
 
