@@ -129,6 +129,8 @@ CASES = [
     Case("scenario-number", "scenario 7", "invalid choice"),
     Case("scenario-flash", "scenario 1 --flash app", "not a virtual board"),
     Case("serve-port", "serve --port 99999", "port"),
+    Case("serve-mip-port", "serve-mip --port 99999", "0..65535"),
+    Case("serve-mip-host", "serve-mip --host 203.0.113.9 --port 0 --no-mpy", "cannot listen"),
     Case("serve-data", "serve --port 0 --data body.bin/d", "body.bin/d"),
     Case("serve-limit", "serve --port 0 --daily-limit -3", "daily-limit"),
     Case("serve-redirect", "serve --port 0 --redirect-base notaurl", "http(s)"),
