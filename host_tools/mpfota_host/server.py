@@ -101,7 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free)")
     p.add_argument("--redirect-base", metavar="URL",
                    help="answer upgrades with 302 to URL + file name (a static copy of "
-                        "DATA/files: nginx, object storage, a CDN) instead of the body")
+                        "DATA/files: nginx, object storage, a CDN) instead of the body; stock "
+                        "LuatOS boards do not follow the redirect (their HTTP client does not "
+                        "follow Location in FOTA mode): use it for mpfota boards")
     p.add_argument("--daily-limit", type=int, default=DAILY_LIMIT, metavar="N",
                    help=f"upgrade offers per device and day before the cyclic ban, code 40 "
                         f"(default {DAILY_LIMIT}; 0: no limit)")
