@@ -105,8 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "LuatOS boards do not follow the redirect (their HTTP client does not "
                         "follow Location in FOTA mode): use it for mpfota boards")
     p.add_argument("--daily-limit", type=int, default=DAILY_LIMIT, metavar="N",
-                   help=f"upgrade offers per device and day before the cyclic ban, code 40 "
-                        f"(default {DAILY_LIMIT}; 0: no limit)")
+                   help=f"downloads served in full per device and day before the cyclic "
+                        f"ban, code 40 (default {DAILY_LIMIT}; 0: no limit)")
     p.add_argument("--status-page", action="store_true",
                    help="serve a read-only HTML status page at /status (it lists device ids: "
                         "keep it behind the operator's network or proxy)")
