@@ -248,14 +248,16 @@ def prepare(opts, g, dev):
     return query
 
 
-def result_code(status=None, size=0, error=None):
+def result_code(status=None, size=0, error=None, in_body=False):
     """The callback's code: from an HTTP status and the bytes written, or a LuatOS http error.
 
-    200/206 with a non-empty body -> 0; -4 (connect) -> 1; -5 (closed) -> 3; else 4."""
+    200/206 with a non-empty body -> 0; -4 (connect) -> 1; -5 (closed) before the answer's
+    head ended -> 3; else 4. A body cut short (-5 in_body) is 4, as LuatOS's FOTA mode reports
+    it: luat_http_client.c on_complete, "fota body incomplete" -> HTTP_ERROR_FOTA."""
     if error is not None:
         if error == -4:
             return CONNECT_FAILED
-        if error == -5:
+        if error == -5 and not in_body:
             return SERVER_CLOSED
         return RECEIVE_ERROR
     if status in (200, 206) and size:
@@ -404,6 +406,7 @@ class Outcome:
         self.body = None
         self.retry_after = None
         self.iot = None
+        self.in_body = False  # the error came after the answer's head (a body cut short)
 
 
 _lock = None
@@ -434,7 +437,7 @@ def _progress(opts):
 
 async def _check(opts):
     from mpfota import download, http, log
-    from mpfota.writer import FotaError
+    from mpfota.errors import FotaError
 
     out = Outcome()
     url = opts.get("url")
@@ -447,6 +450,7 @@ async def _check(opts):
             retries=0, progress=_progress(opts))
     except http.HTTPError as e:
         out.error = e.code
+        out.in_body = getattr(e, "in_body", False)
     except FotaError as e:
         out.error = e.code
     except Exception as e:  # noqa: BLE001 - a bug or a board error still gets a result
@@ -455,7 +459,7 @@ async def _check(opts):
     else:
         out.status, out.size, out.body = r.status, r.size, r.body
         out.retry_after = r.retry_after
-    out.code = result_code(out.status, out.size, out.error)
+    out.code = result_code(out.status, out.size, out.error, out.in_body)
     if out.code == RECEIVE_ERROR:
         _explain(out, url)
     return out

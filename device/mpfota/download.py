@@ -110,6 +110,9 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
                         return 0
                     return await _take(resp, slot, url, 0, length, progress, checkpoint, n)
                 return await _take(resp, slot, url, offset, length, progress, checkpoint)
+            except http.HTTPError as e:
+                e.in_body = True  # after the answer's head: libfota2 reports a cut body as 4
+                raise
             finally:
                 await resp.aclose()
         except http.HTTPError as e:

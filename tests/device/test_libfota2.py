@@ -256,8 +256,16 @@ async def test_result_1_connect_failed(vboard, luatos_server):
 
 async def test_result_3_server_closed(vboard, luatos_server):
     vb.boot()
-    url = "###" + luatos_server["base"] + "/truncate/core-2.0.0?at=5000"
+    url = "###" + luatos_server["base"] + "/close-early"
     assert await _request({"url": url}) == [3]
+
+
+async def test_result_4_body_cut_short(vboard, luatos_server):
+    # LuatOS's FOTA mode reports a body cut short as HTTP_ERROR_FOTA (luat_http_client.c
+    # on_complete: "fota body incomplete"), which libfota2 maps to 4.
+    vb.boot()
+    url = "###" + luatos_server["base"] + "/truncate/core-2.0.0?at=5000"
+    assert await _request({"url": url}) == [4]
     import vpartition
 
     assert vpartition.boot_record() is None, "nothing switched"

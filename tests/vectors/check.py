@@ -74,7 +74,8 @@ def check_pure(v, fails):
             c["expect"],
         )
     for c in v["result_codes"]:
-        got = lf.result_code(c.get("status"), c.get("size", 0), c.get("error"))
+        got = lf.result_code(c.get("status"), c.get("size", 0), c.get("error"),
+                             c.get("in_body", False))
         _same(fails, f"result_code {c!r}", got, c["expect"])
     for c in v["iot_codes"]:
         _same(fails, f"iot_code {c['body']!r}", lf.iot_code(c["body"]), c["expect"])
