@@ -72,6 +72,7 @@ ERR_TIMEOUT = const(-8)  # connect, idle read or overall deadline expired
 ERR_FOTA = const(-9)  # not raised here (LuatOS: FOTA mode rejected the answer)
 
 MAX_HEADER_LINES = const(64)
+_YIELD_MS = const(10)  # longest run of body reads without letting other tasks run
 
 _LENGTH = const(0)  # body framed by Content-Length
 _CHUNKED = const(1)
@@ -146,6 +147,7 @@ class Response:
         self._read_ms = read_ms
         self._deadline_ms = deadline_ms
         self._deadline = ticks_add(ticks_ms(), deadline_ms)
+        self._ran = ticks_ms()  # when this task last let others run (readinto)
         # The watchdog: one task per transaction, not a wait_for (two tasks) per read.
         self._watch = None
         self._waiter = None  # task suspended in an I/O wait, or None
@@ -202,10 +204,6 @@ class Response:
         else:
             msg = "deadline of %d ms reached" % self._deadline_ms
         return HTTPError(ERR_TIMEOUT, msg)
-
-    def _check_deadline(self):
-        if ticks_diff(self._deadline, ticks_ms()) <= 0:
-            raise self._timeout(_T_DEADLINE)
 
     async def _wait(self, write, why):
         # Wait until the socket is ready, for at most the limit of this kind of wait and
@@ -439,7 +437,9 @@ class Response:
             return 0
         if self._closed:
             raise HTTPError(ERR_STATE, "response already closed")
-        self._check_deadline()
+        now = ticks_ms()
+        if ticks_diff(self._deadline, now) <= 0:
+            raise self._timeout(_T_DEADLINE)
         if self._mode == _CHUNKED and self._left == 0:
             from mpfota import httpchunk
 
@@ -465,8 +465,11 @@ class Response:
                 while r is None:
                     await self._wait(False, _T_READ)
                     r = self._read_now(mv, n)
-            else:
-                # Let other tasks run even when the socket always has data (fast links).
+                self._ran = now
+            elif ticks_diff(now, self._ran) >= _YIELD_MS:
+                # Let other tasks run even when the socket always has data (fast links); not
+                # after every read, as a round through the scheduler costs more than a read.
+                self._ran = now
                 await asyncio.sleep_ms(0)
             n = r
             if not n:

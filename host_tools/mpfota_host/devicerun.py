@@ -8,6 +8,7 @@ a run that does not complete (exit code, or a heap too small) is None.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Callable
@@ -26,15 +27,28 @@ def compile_tree(src: Path, dest: Path, march: str | None = None) -> None:
         subprocess.run([*cmd, "-o", str(out), str(py)], check=True)
 
 
+@functools.cache
+def host_march() -> str | None:
+    """The native architecture of the unix port that runs the benchmarks (as `mpfota deploy`
+    reads a board's), so that modules with viper or native code compile for it."""
+    from .deploy import decode_mpy
+
+    proc = subprocess.run(
+        [paths.micropython(), "-c", "import sys; print(sys.implementation._mpy)"],
+        capture_output=True, text=True, timeout=30, check=True)
+    return decode_mpy(int(proc.stdout.strip())).arch
+
+
 def compiled(work: Path, src: Path) -> Path:
-    """src compiled under work/mpy (once), named after its place in the repository."""
+    """src compiled under work/mpy (once, for the unix port's architecture), named after its
+    place in the repository."""
     try:
         name = "-".join(src.resolve().relative_to(paths.REPO).parts)
     except ValueError:  # outside the repository (a peer's code)
         name = "ext-" + src.name
     dest = work / "mpy" / name
     if not dest.exists():
-        compile_tree(src, dest)
+        compile_tree(src, dest, host_march())
     return dest
 
 
