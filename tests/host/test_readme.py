@@ -13,7 +13,8 @@ folder. What a reader's machine has and this one has not is substituted, always 
                                    --no-frozen`), served by the test for the ESP32 section
     github:OWNER/mpfota            the repository tree served over HTTP on 127.0.0.1, with a
                                    micropython-lib-style index for umqtt.simple passed to
-                                   every `mip install` as --index (tests/host/test_mip_install.py)
+                                   every `mip install` that names no --index of its own
+                                   (tests/host/test_mip_install.py)
     micropython.bin                an ESP-IDF app image made by mpfota_host.esp32image
     make demo, make test           checked with `make -n` (running them here would recurse)
     make OTHER                     run for real, as `make -C <repository> OTHER`
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import pytest
 from boardfixtures import serve
-from mpfota_host import cli, esp32image, paths
+from mpfota_host import cli, esp32image, paths, vboard
 from test_mip_install import RepoServer, make_index
 
 README = paths.REPO / "README.md"
@@ -157,6 +158,8 @@ class Session:
 
     def ttyusb(self) -> str:
         if self.standin is None:
+            # Room for what the ESP32 section puts on it: deploy, then three mip routes.
+            vboard.init(self.tmp / "esp32-standin", fs_size=1 << 20)
             self.standin = serve(self.tmp / "esp32-standin", "--no-frozen")
         return self.standin.port
 
@@ -173,7 +176,7 @@ class Session:
         if "/dev/pts/N" in cmd:
             assert self.pts, "the README uses /dev/pts/N before a `board serve`"
             cmd = cmd.replace("/dev/pts/N", self.pts)
-        if "mip install" in cmd:
+        if "mip install" in cmd and "--index" not in cmd:  # a local index it names stays
             cmd = cmd.replace("mip install", f"mip install --index {self.repo.base}/index")
         cmd = cmd.replace("github:OWNER/mpfota", self.repo.base)
         cmd = re.sub(r"^make (demo|test)\b", rf"make -n -C {repo} \1", cmd)
@@ -218,9 +221,10 @@ class Session:
             )
         bg = Background(cmd, proc, log, port, job)
         self.background.append(bg)
-        ready = "pty: " if board else "mpfota serve: http" if "serve" in cmd else None
-        deadline = time.monotonic() + 20
-        while ready and ready not in log.read_text():
+        # `serve` and `serve-mip` print their address once they listen.
+        ready = "pty: " if board else r"mpfota serve(-mip)?: http" if "serve" in cmd else None
+        deadline = time.monotonic() + 30
+        while ready and not re.search(ready, log.read_text()):
             assert proc.poll() is None, f"{cmd} ended:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"{cmd} is not ready:\n{log.read_text()}"
             time.sleep(0.05)
