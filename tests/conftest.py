@@ -72,7 +72,8 @@ class UpdateServer:
     """
 
     IMAGES = {"core-2.0.0": ("2.0.0", 40_000), "core-3.0.0": ("3.0.0", 70_000),
-              "core-huge": ("9.0.0", 300_000)}
+              "core-huge": ("9.0.0", 300_000),
+              "core-1.0.0": ("1.0.0", 40_000)}  # what the default test board runs
 
     def __init__(self, http_server) -> None:
         from mpfota_host import esp32image, image
@@ -81,6 +82,9 @@ class UpdateServer:
         self.images = {}
         for name, (version, size) in self.IMAGES.items():
             self.add(name, image.make_image(core_body(version, size), version), version)
+        # The same version with another body: not the running image.
+        self.add("core-1.0.0-rebuilt", image.make_image(core_body("1.0.0-rebuilt"), "1.0.0"),
+                 "1.0.0")
         # An ESP-IDF app image, for the ESP32 board (tests/fakes/esp32).
         self.add("esp32-2.0.0", esp32image.make_app_image(core_body("esp32", 30_000), "2.0.0"),
                  "2.0.0")

@@ -159,6 +159,11 @@ def good_packages(key) -> dict[str, bytes]:
         "scripts-counter5": make([scripts()], counter=5),
         "scripts-file-logs": make([scripts(extra={"logs": b"a file named logs"})]),
         "core-delta": make([core_delta(), scripts()], to_core="2.0.0"),
+        # A core the test board already runs, with new scripts (full, and as a delta).
+        "same-core-scripts": make([core("1.0.0"), scripts()], to_core="1.0.0"),
+        "same-core-delta-scripts": make([pk.delta_section(core_image("1.0.0"),
+                                                          core_image("1.0.0")), scripts()],
+                                        to_core="1.0.0"),
     }
 
 

@@ -12,9 +12,12 @@
 def run():
     # Returns the script-set status afterwards ("valid", "pending", "rolled_back", ...), or
     # "error" when the apply failed (logged).
-    from mpfota import log
+    from mpfota import journal, log
 
     try:
+        rec = journal.load()
+        if "scripts" not in rec and "scar" not in rec and journal.damaged() is None:
+            return "valid"  # no script set was ever installed: mpfota.scripts is not loaded
         from mpfota import scripts
 
         return scripts.apply_at_boot()

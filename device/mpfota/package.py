@@ -653,7 +653,6 @@ class Installer:
         # The core section is the image the board runs (the door refused it before writing):
         # read past it, still checking its digests, and install the rest without a switch.
         import hashlib
-        from mpfota import log
 
         md5 = hashlib.md5(head)
         sha = hashlib.sha256(head)
@@ -670,6 +669,11 @@ class Installer:
             got = binascii.hexlify(h.digest()).decode()
             if got != want:
                 raise PackageError(DIGEST, "core section %s %s, expected %s" % (name, got, want))
+        self._same_core()
+
+    def _same_core(self):
+        from mpfota import log
+
         self.slot.restart()
         self.core_same = True
         log.info("fota", "package core is the running image: only its scripts are installed")
@@ -742,7 +746,10 @@ class Installer:
             except PackageError:
                 raise
             except FotaError as e:
-                raise PackageError(e.reason or IMAGE, "core-delta section: " + e.msg)
+                if e.code != ALREADY_RUNNING:
+                    raise PackageError(e.reason or IMAGE, "core-delta section: " + e.msg)
+                self._same_core()
+                return
             self._check_core_version()
         finally:
             try:

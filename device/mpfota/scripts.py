@@ -12,7 +12,7 @@
 #   reverting -> remove the new files, move the old ones back; "valid" + a rolled_back note.
 #
 # Every step is a littlefs rename or remove (each atomic) and is idempotent, and the journal
-# (/.mpfota/scripts.json, written with write-then-rename) is written before the steps it
+# (section "scripts" of mpfota.journal: CRC, write-then-rename) is written before the steps it
 # describes, so a power cut at any instant is finished (or undone) at the next boot before
 # main.py runs: main.py sees the whole old set or the whole new set, never a mix.
 # Files in the keep list (user data: config, secrets) are never moved, overwritten or removed.
@@ -247,6 +247,11 @@ def apply_at_boot():
                   % why)
         return "damaged"
     s = rec["state"]
+    why = _inconsistent(rec)
+    if why:
+        log.error("fota", "script journal says %s but %s (an older record?): keeping every "
+                  "script set as it is" % (s, why))
+        return "damaged"
     if s == "staged":
         need = rec.get("core")
         if need is not None:
@@ -282,11 +287,22 @@ def apply_at_boot():
     elif s == "reverting":
         log.warn("fota", "finishing an interrupted script rollback")
         _run_revert(rec)
-    else:
-        for d in (STAGE, PREV):
-            if _exists(d):
-                _wipe(d)  # left over by a cut during an install or a confirm
+    elif _exists(STAGE):
+        _wipe(STAGE)  # a half-staged set a cut left behind (the download is simply lost)
+    # A saved previous set a cut left in /.mpfota/prev/ (during a confirm) stays until the
+    # next install: a boot never deletes the only other whole set on the word of a record.
     return status()
+
+
+def _inconsistent(rec):
+    # Why the folders contradict the record (as when a sound record of another state replaced
+    # the current one), or None. The steps of a state need these folders.
+    s = rec["state"]
+    if s == "staged" and not _exists(STAGE):
+        return "there is no staged set"
+    if s in ("pending", "reverting") and rec.get("old") and not _exists(PREV):
+        return "the previous set was not saved"
+    return None
 
 
 def _core_gone(rec):

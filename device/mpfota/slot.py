@@ -24,7 +24,7 @@ from mpfota import journal, log
 from mpfota.errors import ALREADY_RUNNING, DIGEST, FOTA_ERROR, IMAGE, LENGTH, SAME, FotaError
 
 SECTOR = const(4096)
-_LOG_STEP = const(10)  # log the progress every 10 %
+_TENTHS = const(10)  # progress is logged each time another tenth has arrived
 
 reads = 0  # full reads of the spare slot after a write, this process (the bench reports it)
 
@@ -109,8 +109,7 @@ class Slot:
         # on_checkpoint() after every `every` bytes flushed; progress(written, limit) as bytes
         # arrive, and a log line every 10 %. Returns the bytes written in all.
         saved = self.flushed
-        step = limit // _LOG_STEP if limit else 0
-        mark = self.written + step if step else 0
+        tenth = self.written * _TENTHS // limit if limit else 0  # tenths logged so far
         while limit is None or self.written < limit:
             mv = self.space()
             if limit is not None and limit - self.written < len(mv):
@@ -124,10 +123,10 @@ class Slot:
                 saved = self.flushed
             if progress:
                 progress(self.written, limit)
-            if step and self.written >= mark:
+            if limit and self.written * _TENTHS // limit > tenth:
+                tenth = self.written * _TENTHS // limit
                 log.info("fota", "received %d%% (%d of %d bytes)"
-                         % (self.written * 100 // limit, self.written, limit))
-                mark += step
+                         % (tenth * 10, self.written, limit))
         return self.written
 
     def _flush(self):

@@ -37,3 +37,33 @@ async def test_unix_image_is_refused_on_esp32(esp32_board, update_server):
     else:
         raise AssertionError("an image for another board must be refused")
     assert vpartition.boot_record() is None
+
+
+async def test_one_read_of_the_slot_and_the_running_app_refused(esp32_board, update_server):
+    vb.boot()
+    import board
+    import vpartition
+    from mpfota import download, slot
+    from mpfota.errors import ALREADY_RUNNING, FotaError
+
+    # The app the board runs, byte for byte, through the door: refused before the first write.
+    running, spare = board.ota_slots()
+    app = bytearray(board.app_image_length(running, running.info()[3]))
+    running.readblocks(0, app)
+    blank = bytearray(4096)
+    spare.readblocks(0, blank)
+    try:
+        slot.Slot().write(app)
+    except FotaError as e:
+        assert e.code == ALREADY_RUNNING, e
+    else:
+        raise AssertionError("the running app must not be written again")
+    after = bytearray(4096)
+    spare.readblocks(0, after)
+    assert after == blank and vpartition.boot_record() is None
+    # A new app: the slot is read once after the write; set_boot() checks the image itself.
+    img = update_server["images"]["esp32-2.0.0"]
+    reads = slot.reads
+    await download.fetch(update_server["base"] + img["path"], md5=img["md5"])
+    assert slot.reads == reads + 1
+    assert vpartition.boot_record() == (1, "new")
