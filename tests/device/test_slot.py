@@ -205,3 +205,52 @@ def test_unconfirmed_image_refuses_a_new_slot(vboard):
         assert "not confirmed" in e.msg
     else:
         raise AssertionError("the only known-good slot must not be overwritten")
+
+
+async def test_luat_update_gives_cb_false_for_the_running_image(vboard, update_server):
+    vb.boot()
+    import lsys
+    import update
+
+    lsys.PROJECT, lsys.VERSION, lsys.PRODUCT_KEY = "LUAT_DEMO", "1.0.1", "PK9"
+    before = _spare_head()
+    lines = _capture()
+    got = []
+
+    def cb(ok):
+        got.append(ok)
+        lsys.stop()
+
+    lsys.timerStart(lsys.stop, 30000)
+    update.request(cb, update_server["base"] + update_server["images"]["core-1.0.0"]["path"])
+    await lsys.arun()
+    assert got == [False]
+    assert any("already running this image" in t for t in lines), lines
+    _nothing_written(before)
+
+
+async def test_aliyun_job_for_the_running_image_reports_the_version(vboard, update_server):
+    vb.boot()
+    import asyncio
+    import json
+
+    import aliyun_ota
+
+    ota = aliyun_ota.AliyunOta("pk", "dn", "ds", progress_interval_ms=0, version="1.0.0")
+    steps = []
+    reported = []
+    ota.report = lambda step, desc="", module=None: steps.append(step) or True
+    ota.verRpt = lambda: reported.append(ota.version())
+    ota.mqtt = object()
+    before = _spare_head()
+    img = update_server["images"]["core-1.0.0"]
+    job = {"url": update_server["base"] + img["path"], "size": img["size"], "md5": img["md5"],
+           "version": "1.0.1"}  # the job names another version; the image is the running one
+    ota._handle(json.dumps({"data": job}))
+    for _ in range(500):
+        if reported or (steps and steps[-1] < 0):
+            break
+        await asyncio.sleep_ms(10)
+    assert reported == ["1.0.0"], (reported, steps)
+    assert all(0 < s < 100 for s in steps), steps  # progress only: neither failure nor success
+    _nothing_written(before)
