@@ -55,6 +55,7 @@ if "engine" in _on:
 if "libfota2" in _on:
     module("libfota2.py")
     module("libfota2log.py")
+    module("libfota2url.py")
     module("lsys.py")
     module("lnet.py")
     module("fotatimer.py")

@@ -61,7 +61,7 @@ def luat_core(core_version, bsp):
         if j > i + 2 and j + 1 < n and s[j] == "_":
             return s[:i], int(s[i + 2 : j]), s[j:]
         i = s.find("_V", i + 1)
-    from libfota2 import bsp_name, core_digits
+    from libfota2url import bsp_name, core_digits
 
     d = core_digits(s)
     j = 0
@@ -191,7 +191,8 @@ def _imei():
     # The id sent as imei=: setGetImeiCbFnc's, else the IMEI, else the MAC, else the unique id.
     if _s.imei_fn is not None:
         return _s.imei_fn()
-    from libfota2 import _device, hex_upper, mac_hex
+    from libfota2 import _device
+    from libfota2url import hex_upper, mac_hex
 
     d = _device()
     if d["imei"]:

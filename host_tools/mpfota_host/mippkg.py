@@ -84,7 +84,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "libfota2",
         "LuatOS libfota2 with lsys (sys), lnet (network readiness) and periodic checks",
-        ("libfota2.py", "libfota2log.py", "lsys.py", "lnet.py", "fotatimer.py"),
+        ("libfota2.py", "libfota2log.py", "libfota2url.py", "lsys.py", "lnet.py",
+         "fotatimer.py"),
         requires=("engine",),
     ),
     Feature(
