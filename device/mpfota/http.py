@@ -69,7 +69,8 @@ ERR_CLOSE = const(-5)  # the server closed before the end of the response
 ERR_RX = const(-6)  # receive error after the response started
 ERR_DOWNLOAD = const(-7)  # not raised here (LuatOS: download to file failed)
 ERR_TIMEOUT = const(-8)  # connect, idle read or overall deadline expired
-ERR_FOTA = const(-9)  # not raised here (LuatOS: FOTA mode rejected the answer)
+# -9 (LuatOS HTTP_ERROR_FOTA, FOTA mode rejected the answer) is mpfota.errors.FOTA_ERROR: the
+# engine raises it, this client never does.
 
 MAX_HEADER_LINES = const(64)
 _YIELD_MS = const(10)  # longest run of body reads without letting other tasks run
