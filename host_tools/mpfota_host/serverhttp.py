@@ -47,7 +47,8 @@ KEEPALIVE_S = 30  # idle seconds before a keep-alive connection is closed
 STOP_GRACE_S = 1.0  # transfers still running at stop() are cut after this
 _WORKERS = 8
 NOTE = web.RequestKey("note", str)  # the handler's part of the log line
-SENT = web.RequestKey("sent", int)  # body bytes handed to the socket
+STARTED = web.RequestKey("started", float)  # time.monotonic() when the handler began
+LOGGED = web.RequestKey("logged", bool)  # the handler wrote the line itself
 _JSON = "application/json; charset=utf-8"
 
 
@@ -56,21 +57,22 @@ def _stderr_log(line: str) -> None:
     print(f"{stamp} {line}", file=sys.stderr, flush=True)
 
 
+def _line(request: web.BaseRequest, path: str, status: int | str, sent: int, ms: float,
+          note: str) -> str:
+    return f"{request.remote} {request.method} {path[:80]} {status} {sent}B {ms:.1f}ms {note}"
+
+
 class _AccessLog(AbstractAccessLogger):
-    """One line per answered request: address, method, path, status, bytes, time, and the
-    note the handler left (or the parser's reason for a malformed request)."""
+    """The line of a request the handler never saw: the HTTP parser refused it."""
 
     logger: Callable[[str], None]  # type: ignore[assignment] - FotaServer.log, not a Logger
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        note = request.get(NOTE)
-        if note is None:  # not through the handler: the HTTP parser refused the request
-            text = getattr(response, "text", None) or ""
-            note = "bad request: " + " ".join(text.split())[:200]
-        sent = request.get(SENT, response.body_length)
-        path = request.path if request.get(NOTE) is not None else "-"
-        self.logger(f"{request.remote} {request.method} {path[:80]} {response.status} "
-                    f"{sent}B {time * 1000:.1f}ms {note}".rstrip())
+        if request.get(NOTE) is not None:
+            return  # the handler logged it
+        text = getattr(response, "text", None) or ""
+        self.logger(_line(request, "-", response.status, response.content_length or 0,
+                          time * 1000, "bad request: " + " ".join(text.split())[:200]))
 
     @property
     def enabled(self) -> bool:
@@ -166,8 +168,24 @@ class FotaServer:
     async def _run(self, fn: Callable, *args: object):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def _log(self, request: web.Request, status: int | str, sent: int, note: str) -> None:
+        request[LOGGED] = True
+        ms = (time.monotonic() - request[STARTED]) * 1000
+        self.log(_line(request, request.path, status, sent, ms, note).rstrip())
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer, and log the line before a small answer leaves (what the client does next
+        comes after it in a shared log) or after a file was sent."""
         request[NOTE] = ""
+        request[STARTED] = time.monotonic()
+        resp = await self._answer(request)
+        if not request.get(LOGGED):
+            body = getattr(resp, "body", None)
+            sent = len(body) if isinstance(body, bytes) and request.method != "HEAD" else 0
+            self._log(request, resp.status, sent, request[NOTE])
+        return resp
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD", "POST"):
             request[NOTE] = "method not allowed"
             return web.Response(status=405, text="method not allowed\n",
@@ -257,15 +275,17 @@ class FotaServer:
             resp.headers["X-Fota-Version"] = pkg.version
             if pkg.sha256:
                 resp.headers["X-Fota-Sha256"] = pkg.sha256
-        request[SENT] = 0
+        sent = 0
         try:
             await resp.prepare(request)
             if request.method != "HEAD" and last >= first:
                 await self._send(request, plan, first, last - first + 1)
+                sent = last - first + 1
             await resp.write_eof()
         except (ConnectionError, asyncio.CancelledError) as e:
             self._aborted(request, answer, e)
             raise
+        self._log(request, resp.status, sent, request[NOTE])
         return resp
 
     async def _send(self, request: web.Request, plan: BodyPlan, offset: int,
@@ -275,7 +295,6 @@ class FotaServer:
             raise ConnectionResetError("connection lost")
         with open(plan.path, "rb") as f:
             await asyncio.get_running_loop().sendfile(transport, f, offset, count)
-        request[SENT] = count
 
     def _aborted(self, request: web.Request, answer: Answer | None, exc: BaseException) -> None:
         """A transfer cut short: it does not count as a download, and the line is logged here
@@ -284,6 +303,4 @@ class FotaServer:
             check = parse_check(request.rel_url.raw_query_string)
             self._pool.submit(self.store.download_aborted, check.device, check.project,
                               self.clock(), answer.claimed)
-        self.log(f"{request.remote} {request.method} {request.path[:80]} - "
-                 f"{request.get(SENT, 0)}B {request[NOTE]} aborted: "
-                 f"{exc.__class__.__name__}".rstrip())
+        self._log(request, "-", 0, f"{request[NOTE]} aborted: {exc.__class__.__name__}")
