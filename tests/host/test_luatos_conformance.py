@@ -383,3 +383,22 @@ def test_transport_outcome(outcome, server, cat1_board, tmp_path):
     if IOT in url:
         assert _iot_label(lua_trace, True) == _iot_label(out.splitlines(), False) is not None, (
             lua_trace, out)
+
+
+def test_model_rule_on_a_board_as_the_server_sees_it(server, mcu_board, tmp_path):
+    # An Air1601 board (its bsp names the model: the unix board has no model()) under the
+    # model rule: the query string the server receives is the one LuatOS's libfota2 builds.
+    ident = json.loads((paths.TESTS / "vectors" / "boards.json").read_text())["mcu"]
+    url = "%s/t/model/status/404?" % server.base
+    opts = {"url": url, "id_rule": "model"}
+    lua_case = {"name": "model", "globals": G, "opts": {"url": url}, "calls": 1,
+                "board": {"model": ident["bsp"], "core": ident["core_version"],
+                          "bsp": ident["bsp"], "uid": bytes.fromhex(ident["uid"])},
+                "http": {"code": -9, "body": IOT_27}}
+    lua = lua_calls(run_lua([lua_case], tmp_path)["model"])
+    out = run_device("request_once", {"opts": opts, "g": G}, mcu_board.device_env())
+    assert "RESULT [4]" in out, out
+    seen = server.requests_tagged("model")
+    assert len(seen) == 1
+    assert lua == [["url", "GET", server.base + seen[0].target]]
+    assert "?mac=" + ident["uid"].upper() + "&" in seen[0].target
