@@ -74,14 +74,9 @@ def _fail(*why):
     _state = _FAILED
 
 
-def _written():
-    return _slot.written
-
-
 def _verify():
     # The end of the stream: length, digests, read-back and the board's image check.
     global _state
-
     try:
         _slot.verify(_size, _digests[0], _digests[1])
     except (FotaError, OSError) as e:
@@ -91,15 +86,14 @@ def _verify():
 
 
 def _switch():
-    global _state
-
+    # The slot's buffer is let go once switched: nothing more can be written in this flow.
+    global _slot, _state
     try:
         _slot.switch()
     except (FotaError, OSError) as e:
         _fail("switch failed:", e)
-        return False
-    _state = _SWITCHED
-    return True
+        return
+    _slot, _state = None, _SWITCHED
 
 
 def _port_result():
@@ -122,8 +116,7 @@ def _triple(r):
 
 def _take(mv):
     # Append mv to the slot; False (flow failed) when it does not fit.
-
-    if _written() + len(mv) > _limit:
+    if _slot.written + len(mv) > _limit:
         _fail("update larger than the storage (%d bytes)" % _limit)
         return False
     try:
@@ -141,7 +134,7 @@ def run(buff, offset=0, len=None):
         return _triple(_ERROR)
     mv = memoryview(buff)
     mv = mv[offset:] if len is None else mv[offset:offset + len]
-    if _take(mv) and _size is not None and _written() >= _size:
+    if _take(mv) and _size is not None and _slot.written >= _size:
         _verify()
     return _triple(_port_result())
 
@@ -150,7 +143,7 @@ def isDone():
     # While receiving: (True, False) when size= says more is due, else the stream has ended
     # and is verified now. A flow never stays "in progress" without more data coming, so a loop
     # polling isDone() ends.
-    if _state == _RECEIVING and (_size is None or _written() >= _size):
+    if _state == _RECEIVING and (_size is None or _slot.written >= _size):
         _verify()
     return _triple(_port_result())[:2]
 
@@ -177,11 +170,9 @@ def finish(is_ok):
 
 def _pour(f):
     # The file straight into the slot's sector buffer (no second buffer, no copy).
-
-    w = _slot
     while _state == _RECEIVING:
-        space = w.space()
-        room = _limit - w.written
+        space = _slot.space()
+        room = _limit - _slot.written
         n = f.readinto(space if room >= len(space) else space[:room + 1])
         if not n:
             return
@@ -189,7 +180,7 @@ def _pour(f):
             _fail("update larger than the storage (%d bytes)" % _limit)
             return
         try:
-            w.advance(n)
+            _slot.advance(n)
         except (FotaError, OSError) as e:
             _fail("write failed:", e)
 
