@@ -13,12 +13,14 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
 
 LOCK_FILE = "board.lock"
+LOCK_TRIES = 25  # 0.5 s
 
 _held: dict[str, int] = {}  # resolved directory -> nesting depth in this process
 
@@ -49,6 +51,18 @@ def describe(info: dict) -> str:
     return f"`mpfota {what}` (pid {pid})" if pid else what
 
 
+def _lock(fd: int) -> bool:
+    # A few tries: a boot started by another thread of this process holds a copy of the lock
+    # for the instant between its fork and its exec (a power-cut sweep boots boards in parallel).
+    for _ in range(LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.02)
+    return False
+
+
 @contextlib.contextmanager
 def hold(directory: str | os.PathLike, command: str, **details: str) -> Iterator[None]:
     """Hold the board's lock for the block; UserError naming the holder when it is taken."""
@@ -65,9 +79,7 @@ def hold(directory: str | os.PathLike, command: str, **details: str) -> Iterator
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise UserError(f"cannot lock {directory}: {exc.strerror or exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _lock(fd):
         os.close(fd)
         info = holder(directory) or {}
         line = f"{directory} is in use by {describe(info)}: stop it first"

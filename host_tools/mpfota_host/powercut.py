@@ -14,6 +14,10 @@ Two levels:
   *probes* a copy of the board: one boot of the bootloader, the filesystem and the boot-time
   apply, then a look at what main.py would see. The results add up to the `reliability.*`
   figures.
+
+Every cut is made either between two flash operations, or *torn* (`torn=True`): the operation
+the power interrupts is applied only partly (boards/unix/simflash.py, MPFOTA_TORN). Scenarios
+run on the unix board or on the ESP32 board module (boards/esp32 against tests/fakes/esp32).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths, vboard
+
+TORN_MODELS = ("prefix", "half", "bits")  # boards/unix/simflash.py
 
 MAX_BOOTS = 16  # boots of one recovery before it counts as "did not converge"
 BOOT_TIMEOUT = 60
@@ -162,12 +168,18 @@ class Scenario:
     expect: Expect
     app: Path | None = None  # installed as /main.py at the first boot (None: already there)
     note: str = ""
+    board: str = "unix"  # or "esp32": boards/esp32 on the fakes (env says how to boot it)
+    env: dict[str, str] = field(default_factory=dict)  # for every boot and probe
 
 
 # --- the probe: one boot of a copy, then a look at the board ---------------------------------
 
 PROBE = r"""
 import os, sys, json, hashlib, binascii
+try:
+    import esp32  # the ESP32 fake, when on the path: the bootloader checks ESP-IDF images
+except ImportError:
+    pass
 import bootrom
 out = {"boot": False}
 b = bootrom.boot()
@@ -190,8 +202,10 @@ if b is not None:
         except (OSError, ValueError):
             return None
 
-    out["confirm"] = load("/.mpfota/boot.json")
-    out["scripts"] = load("/.mpfota/scripts.json")
+    from mpfota import journal
+    rec = journal.load()
+    out["confirm"] = rec.get("core")
+    out["scripts"] = rec.get("scripts")
     files = {}
     buf = bytearray(1024)
 
@@ -237,17 +251,19 @@ class Probe:
         return self.data.get("files") or {}
 
 
-def run_probe(board: Path, work: Path, apply: bool) -> Probe:
-    """Boot `board` once (bootloader, filesystem, boot-time apply when `apply`) and report."""
+def run_probe(board: Path, work: Path, apply: bool, env: dict[str, str] | None = None) -> Probe:
+    """Boot `board` once (bootloader, filesystem, boot-time apply when `apply`) and report;
+    `env`: the scenario's (the MICROPYPATH of another board module)."""
     script = work / f"probe-{int(apply)}.py"
     if not script.exists():
         tmp = script.with_suffix(f".{threading.get_ident()}.tmp")
         tmp.write_text(f"APPLY = {apply}\n" + PROBE)
         os.replace(tmp, script)
-    argv, env = vboard.boot_command(board)
+    argv, full = vboard.boot_command(board)
     argv = [argv[0], str(script)]
-    env["MICROPYPATH"] = f"{paths.BOARDS / 'unix'}:.frozen"  # bootrom.py, whatever MPFOTA_BOOTROM
-    res = subprocess.run(argv, env=env, capture_output=True, timeout=BOOT_TIMEOUT,
+    full["MICROPYPATH"] = f"{paths.BOARDS / 'unix'}:.frozen"  # bootrom.py, whatever MPFOTA_BOOTROM
+    full.update(env or {})
+    res = subprocess.run(argv, env=full, capture_output=True, timeout=BOOT_TIMEOUT,
                          cwd=str(paths.REPO))
     text = (res.stdout + res.stderr).decode(errors="replace")
     for line in text.splitlines():
@@ -350,6 +366,7 @@ class Trial:
     codes: list[int] = field(default_factory=list)
     final: dict[str, str] = field(default_factory=dict)
     output: str = ""
+    torn: list[str] = field(default_factory=list)  # MPFOTA_TORN of each cut ("": between ops)
 
     @property
     def converged(self) -> bool:
@@ -364,6 +381,8 @@ class Trial:
 
     def describe(self) -> str:
         lines = [f"cuts {'>'.join(map(str, self.cuts))}: exit codes {self.codes}"]
+        if any(self.torn):
+            lines[0] += f" (torn: MPFOTA_TORN={', '.join(self.torn)})"
         for c in self.landed:
             for k, v in c.problems.items():
                 lines.append(f"  after cut {c.where}: {k}: {v}")
@@ -376,11 +395,13 @@ class Runner:
     """Runs trials of one scenario: a dry run with snapshots at every boot, then cuts."""
 
     def __init__(self, scenario: Scenario, work: Path, apply: bool = True,
-                 keep: bool = False) -> None:
+                 keep: bool = False, torn: bool = False, seed: int = 0) -> None:
         self.s = scenario
         self.work = work
         self.apply = apply
         self.keep = keep
+        self.torn = torn
+        self.seed = seed
         self.per_boot: list[int] = []
         self.causes: list[str] = []
         self.dry_output = ""
@@ -397,7 +418,7 @@ class Runner:
             fresh_copy(board, self.work / f"snap{i}")
             self.causes.append(cause)
             res = vboard.boot(board, app=self.s.app if i == 0 else None, timeout=BOOT_TIMEOUT,
-                              cause=cause)
+                              cause=cause, env=self.s.env)
             t.codes.append(res.code)
             t.output += res.text
             self.per_boot.append(boot_ops(board))
@@ -405,7 +426,8 @@ class Runner:
                 break
             cause = vboard.REBOOT_CAUSES[res.code]
         self.dry_output = t.output
-        t.final = judge(run_probe(board, self.work, self.apply), self.s.expect, final=True)
+        t.final = judge(run_probe(board, self.work, self.apply, self.s.env), self.s.expect,
+                      final=True)
         if self.s.expect.done not in t.output:
             t.final["not_converged"] = f"the app never printed {self.s.expect.done!r}"
         return t
@@ -414,15 +436,26 @@ class Runner:
     def total_ops(self) -> int:
         return sum(self.per_boot)
 
+    def torn_setting(self, cuts: list[int], j: int) -> str:
+        """MPFOTA_TORN of cut j of a trial ("" between operations): the models take turns over
+        the cut points, the seed follows from the sweep's seed, the scenario and the cuts."""
+        if not self.torn:
+            return ""
+        model = TORN_MODELS[(cuts[0] + j) % len(TORN_MODELS)]
+        key = f"{self.seed}/{self.s.board}.{self.s.kind}.{self.s.layout}/{cuts}/{j}"
+        return f"{model}:{random.Random(key).getrandbits(31)}"
+
     def _boots(self, board: Path, cut: int | None, cause: str, app: Path | None,
-               t: Trial) -> bool:
+               t: Trial, torn: str = "") -> bool:
         """Boot until the app finishes, cutting the power after `cut` operations (counted over
-        all these boots). True when the cut happened."""
+        all these boots; `torn`: the cut operation is applied partly). True when the cut
+        happened."""
         done = 0
+        env = {**self.s.env, "MPFOTA_TORN": torn if cut else ""}
         for i in range(MAX_BOOTS):
             left = cut - done if cut else None
             res = vboard.boot(board, app=app if i == 0 else None, cut_after=left,
-                              timeout=BOOT_TIMEOUT, cause=cause)
+                              timeout=BOOT_TIMEOUT, cause=cause, env=env)
             t.codes.append(res.code)
             t.output += res.text
             if res.code == vboard.EXIT_POWER_CUT:
@@ -442,18 +475,19 @@ class Runner:
             before += self.per_boot[i]
             i += 1
         board = fresh_copy(self.work / f"snap{i}", self.work / name)
+        t.torn = [self.torn_setting(cuts, j) for j in range(len(cuts))]
         try:
             cut = self._boots(board, first - before, self.causes[i],
-                              self.s.app if i == 0 else None, t)
+                              self.s.app if i == 0 else None, t, t.torn[0])
             where = str(first)
-            for nxt in [*cuts[1:], None]:
+            for j, nxt in enumerate([*cuts[1:], None], 1):
                 if not cut:
                     break
                 self._probe_copy(board, t, where, name)
                 if nxt is None:
                     cut = self._boots(board, None, "power_cut", None, t)
                     break
-                cut = self._boots(board, nxt, "power_cut", None, t)
+                cut = self._boots(board, nxt, "power_cut", None, t, t.torn[j])
                 where += f">{nxt}"
             self._finish(board, t)
         finally:
@@ -470,7 +504,8 @@ class Runner:
         if "MIX" in t.output:
             t.final["mixed"] = "the application saw a mixed update (it printed MIX)"
         if last != vboard.EXIT_UNBOOTABLE:
-            found = judge(run_probe(board, self.work, self.apply), self.s.expect, final=True)
+            found = judge(run_probe(board, self.work, self.apply, self.s.env), self.s.expect,
+                      final=True)
             for k, v in found.items():
                 t.final.setdefault(k, v)
         after = t.output.rsplit("bootrom: power cut", 1)[-1]
@@ -481,7 +516,7 @@ class Runner:
     def _probe_copy(self, board: Path, t: Trial, where: str, name: str) -> None:
         copy = fresh_copy(board, self.work / f"{name}-probe")
         try:
-            p = run_probe(copy, self.work, self.apply)
+            p = run_probe(copy, self.work, self.apply, self.s.env)
         finally:
             shutil.rmtree(copy, ignore_errors=True)
         t.landed.append(CutResult(where, judge(p, self.s.expect)))
@@ -495,11 +530,13 @@ METRICS = ("cut_points", "unbootable", "user_files_lost", "converged", "mixed", 
 
 @dataclass
 class Report:
-    """Totals of one scenario (or of several, added up)."""
+    """Totals of one scenario (or of several, added up). `group`: "" (unix board, cuts between
+    operations), "torn", "esp32" or "esp32.torn"; it starts the label ("torn.core.a")."""
 
     label: str
     ops: int = 0
     trials: list[Trial] = field(default_factory=list)
+    group: str = ""
 
     def figures(self) -> dict[str, int]:
         ts = self.trials
@@ -530,6 +567,27 @@ def total(reports: Iterable[Report], label: str = "all") -> Report:
     return out
 
 
+GROUPS = ("", "torn", "esp32", "esp32.torn")
+
+
+def group_of(board: str, torn: bool) -> str:
+    return ".".join(p for p in ("" if board == "unix" else board, "torn" if torn else "") if p)
+
+
+def summary_lines(reports: list[Report]) -> list[str]:
+    """The reliability lines: the totals of each group (reliability.cut_points,
+    reliability.torn.cut_points, reliability.esp32.cut_points, ...), then each scenario's
+    (reliability.torn.core.a.cut_points)."""
+    lines = []
+    for g in GROUPS:
+        mine = [r for r in reports if r.group == g]
+        if mine:
+            lines += total(mine).lines("reliability" + (f".{g}" if g else ""))
+    for rep in reports:
+        lines += rep.lines(f"reliability.{rep.label}")
+    return lines
+
+
 def plan(n_ops: int, sample: int | None, nested: int, depth: int,
          rng: random.Random) -> list[list[int]]:
     """Cut lists: every operation 1..n (or a seeded sample of them, always with the first and
@@ -549,14 +607,16 @@ def plan(n_ops: int, sample: int | None, nested: int, depth: int,
 
 def run_scenario(scenario: Scenario, work: Path, *, sample: int | None = None,
                  nested: int = 0, depth: int = 3, seed: int = 0, jobs: int | None = None,
-                 apply: bool = True, keep: bool = False,
+                 apply: bool = True, keep: bool = False, torn: bool = False,
                  progress: Callable[[int], None] | None = None,
                  on_plan: Callable[[int], None] | None = None) -> Report:
-    """Dry run, then every planned trial (in parallel, `jobs` at a time)."""
-    runner = Runner(scenario, work, apply, keep)
+    """Dry run, then every planned trial (in parallel, `jobs` at a time); `torn`: every cut
+    tears the operation it interrupts."""
+    runner = Runner(scenario, work, apply, keep, torn, seed)
     dry = runner.dry_run()
-    label = f"{scenario.kind}.{scenario.layout}"
-    rep = Report(label, runner.total_ops)
+    group = group_of(scenario.board, torn)
+    label = ".".join(p for p in (group, scenario.kind, scenario.layout) if p)
+    rep = Report(label, runner.total_ops, group=group)
     if not dry.converged:
         raise RuntimeError(f"{label}: the update does not complete without a power cut:\n"
                            f"{dry.describe()}\n{dry.output[-3000:]}")
@@ -901,7 +961,8 @@ class Kit:
         self.close()
 
 
-def _seed(board: Path, files: dict[str, bytes], main: str | None, extra: str = "") -> None:
+def _seed(board: Path, files: dict[str, bytes], main: str | None, extra: str = "",
+          env: dict[str, str] | None = None) -> None:
     """Write files onto the board (one boot per file: the app holding a file's bytes is itself
     a file on the board), then run `extra`, then install `main` as /main.py."""
     import base64
@@ -918,7 +979,7 @@ def _seed(board: Path, files: dict[str, bytes], main: str | None, extra: str = "
         blobs = [(p, base64.b64encode(d).decode()) for p, d in (chunk or last)]
         code = f"FILES = {blobs!r}\n" + SEED + ("" if chunk else extra)
         app.write_text(code + "\nprint('seeded')\n")
-        res = vboard.boot(board, app=app, timeout=BOOT_TIMEOUT)
+        res = vboard.boot(board, app=app, timeout=BOOT_TIMEOUT, env=env)
         if res.code != 0 or "seeded" not in res.text:
             raise UserError(f"seeding {board} failed at step {n} (exit {res.code}):\n"
                             f"{res.text[-2000:]}")
@@ -934,19 +995,69 @@ def _new_board(kit: Kit, kind: str, layout: Layout, core: bytes) -> Path:
     return board
 
 
-def _core_kind(kit: Kit, kind: str, layout: Layout) -> Scenario:
+def _core_kind(kit: Kit, kind: str, layout: Layout, board_name: str = "unix") -> Scenario:
     size = 100_000 if kind == "resume" else 40_000
-    new = core_image(NEW_CORE, size)
-    url = kit.serve(f"{kind}-{NEW_CORE}.img", new)
-    board = _new_board(kit, kind, layout, core_image(OLD_CORE))
+    make = esp32_app_image if board_name == "esp32" else core_image
+    env = esp32_env(kit.work) if board_name == "esp32" else {}
+    new = make(NEW_CORE, size)
+    url = kit.serve(f"{board_name}-{kind}-{NEW_CORE}.img", new)
+    board = _new_board(kit, f"{board_name}-{kind}", layout, core_image(OLD_CORE))
+    if board_name == "esp32":  # slot 0: the old ESP-IDF app instead of the unix core
+        old = make(OLD_CORE)
+        vboard.program_slot(board, 0, old + b"\xff" * (layout.slot_size - len(old)))
     fmt = {"url": url, "target": NEW_CORE, "sha": sha256(new), "done": DONE,
            "checkpoint": 8192 if kind == "resume" else 262144}
     if kind == "rollback":
-        _seed(board, USER_FILES, ROLLBACK_APP.format(**fmt), SWITCH_ONLY.format(**fmt))
+        _seed(board, USER_FILES, ROLLBACK_APP.format(**fmt), SWITCH_ONLY.format(**fmt), env)
     else:
-        _seed(board, USER_FILES, CORE_APP.format(**fmt))
+        _seed(board, USER_FILES, CORE_APP.format(**fmt), env=env)
     expect = Expect(OLD_CORE, NEW_CORE, {p: sha256(d) for p, d in USER_FILES.items()}, DONE)
-    return Scenario(kind, layout.name, board, expect, note=KIND_HELP[kind])
+    return Scenario(kind, layout.name, board, expect, note=KIND_HELP[kind], board=board_name,
+                    env=env)
+
+
+# --- the ESP32 board module ------------------------------------------------------------------
+#
+# The ESP32 board (boards/esp32) runs on the unix port against the fakes of tests/fakes/esp32,
+# whose esp32.Partition keeps its slots and ESP-IDF's otadata on the same simulated flash. Its
+# boots go through a stand-in bootrom that gives the board module the runner's exit codes.
+
+ESP32_KINDS = ("core", "rollback", "resume")  # the kinds that update the core image only
+ESP32_ROM = """\
+# One boot of the virtual board as an ESP32 (mpfota_host.powercut).
+import sys
+import esp32  # first: the fake teaches the bootloader ESP-IDF app images
+import board
+import bootrom
+
+board.EXIT_UNBOOTABLE = {unbootable}
+board.EXIT_POWER_CUT = {power_cut}
+_code = bootrom.main()
+if _code:
+    sys.exit(_code)
+"""
+
+
+def esp32_app_image(version: str, size: int = 40_000) -> bytes:
+    from . import esp32image
+
+    return esp32image.make_app_image(pseudo_bytes(f"esp32 app {version}", size), version)
+
+
+def esp32_env(work: Path) -> dict[str, str]:
+    """The environment of an ESP32 boot: the stand-in bootrom and the module path."""
+    from .errors import UserError
+
+    fakes = paths.TESTS / "fakes" / "esp32"
+    if not fakes.is_dir():
+        raise UserError(f"the ESP32 board is swept against its fakes in {fakes} (a checkout of "
+                        "the repository, not an installed wheel)")
+    rom = work / "rom" / "bootrom_esp32.py"
+    rom.parent.mkdir(parents=True, exist_ok=True)
+    rom.write_text(ESP32_ROM.format(unbootable=vboard.EXIT_UNBOOTABLE,
+                                    power_cut=vboard.EXIT_POWER_CUT))
+    dirs = [paths.BOARDS / "esp32", fakes, paths.BOARDS / "unix"]
+    return {"MPFOTA_BOOTROM": str(rom), "MICROPYPATH": ":".join([*map(str, dirs), ".frozen"])}
 
 
 def _delta_kind(kit: Kit, layout: Layout) -> Scenario:
@@ -1001,17 +1112,20 @@ def _scripts_kind(kit: Kit, kind: str, layout: Layout) -> Scenario:
     return Scenario(kind, layout.name, board, expect, note=KIND_HELP[kind])
 
 
-def build(kind: str, layout: str, kit: Kit) -> Scenario:
-    """The start state and expectations of one update kind on one layout."""
+def build(kind: str, layout: str, kit: Kit, board: str = "unix") -> Scenario:
+    """The start state and expectations of one update kind on one layout and board."""
     from .errors import UserError
 
     if kind not in KINDS:
         raise UserError(f"unknown update kind {kind!r} (known: {', '.join(KINDS)})")
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    if board not in ("unix", "esp32") or (board == "esp32" and kind not in ESP32_KINDS):
+        raise UserError(f"no {kind!r} sweep on board {board!r} (the ESP32 board sweeps "
+                        f"{', '.join(ESP32_KINDS)})")
     lay = LAYOUTS[layout]
-    if kind in ("core", "rollback", "resume"):
-        return _core_kind(kit, kind, lay)
+    if kind in ESP32_KINDS:
+        return _core_kind(kit, kind, lay, board)
     if kind == "delta":
         return _delta_kind(kit, lay)
     return _scripts_kind(kit, kind, lay)

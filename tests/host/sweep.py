@@ -4,6 +4,8 @@
 
     from sweep import Sweep                      # the low-level runner (test_sweep_core.py)
     from sweep import sweep_results              # fixture: sweep_results(kind) -> [Report, ...]
+                                                 #   sweep_results(kind, "torn"): torn cuts
+                                                 #   sweep_results(kind, "esp32"): ESP32 board
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from mpfota_host import paths, powercut
 from mpfota_host.powercut import BOOT_TIMEOUT, MAX_BOOTS, Outcome, Sweep, boot_until_done
 
 __all__ = ["BOOT_TIMEOUT", "MAX_BOOTS", "Outcome", "Sweep", "boot_until_done", "PLAN",
-           "REPORT", "sweep_results", "problems", "write_report", "assert_clean"]
+           "PLANS", "REPORT", "sweep_results", "problems", "write_report", "assert_clean"]
 
 # The bounded sample of `make test`: (layout, sample size or None for every operation, nested
 # chains). `mpfota sweep --full` (make sweep) runs every operation of every kind on both
@@ -28,6 +30,11 @@ PLAN = {
     "rollback": [("a", 20, 2), ("b", 10, 2)],
     "resume": [("a", 20, 2), ("b", 10, 2)],
 }
+# Torn cuts (the cut operation applied partly) and the ESP32 board module: a few seeded cut
+# points of every kind (make sweep: every cut point of both layouts, torn and between).
+TORN_PLAN = {kind: [("a", 5, 1)] for kind in powercut.KINDS}
+ESP32_PLAN = {kind: [("a", 6, 1)] for kind in powercut.ESP32_KINDS}
+PLANS = {"": PLAN, "torn": TORN_PLAN, "esp32": ESP32_PLAN, "esp32.torn": ESP32_PLAN}
 SEED = 2026
 REPORT = paths.REPO / "build" / "reliability.txt"
 
@@ -43,21 +50,23 @@ class _Sample:
         self.rom = None
         self.apply = True
 
-    def get(self, kind: str, tmp_path_factory) -> list[powercut.Report]:
-        if kind not in self.cache:
+    def get(self, kind: str, group: str, tmp_path_factory) -> list[powercut.Report]:
+        key = f"{group}.{kind}" if group else kind
+        if key not in self.cache:
             if self.work is None:
                 self.work = tmp_path_factory.mktemp("sweeps")
                 self.kit = powercut.Kit(self.work / "kit")
                 self.rom = powercut.bootapply_rom(self.work)
                 self.apply = self.rom.__enter__()
             reports = []
-            for layout, sample, nested in PLAN[kind]:
-                scenario = powercut.build(kind, layout, self.kit)
+            board = "esp32" if group.startswith("esp32") else "unix"
+            for layout, sample, nested in PLANS[group][kind]:
+                scenario = powercut.build(kind, layout, self.kit, board)
                 reports.append(powercut.run_scenario(
-                    scenario, self.work / f"{kind}-{layout}", sample=sample, nested=nested,
-                    seed=SEED, apply=self.apply))
-            self.cache[kind] = reports
-        return self.cache[kind]
+                    scenario, self.work / f"{key}-{layout}", sample=sample, nested=nested,
+                    seed=SEED, apply=self.apply, torn=group.endswith("torn")))
+            self.cache[key] = reports
+        return self.cache[key]
 
     def close(self) -> None:
         if self.kit is not None:
@@ -72,9 +81,10 @@ _SAMPLE = _Sample()
 
 @pytest.fixture(scope="session")
 def sweep_results(tmp_path_factory):
-    """sweep_results(kind) -> the reports of the kind's sample (run once per session)."""
+    """sweep_results(kind, group="") -> the reports of the kind's sample in a group of PLANS
+    (run once per session)."""
     try:
-        yield lambda kind: _SAMPLE.get(kind, tmp_path_factory)
+        yield lambda kind, group="": _SAMPLE.get(kind, group, tmp_path_factory)
     finally:
         _SAMPLE.close()
 
@@ -96,10 +106,9 @@ def assert_clean(found: list[tuple[str, str, str]]) -> None:
 
 
 def write_report(reports: list[powercut.Report], path: Path = REPORT) -> list[str]:
-    """The reliability lines (totals, then per kind and layout) into build/reliability.txt."""
-    lines = powercut.total(reports).lines()
-    for rep in reports:
-        lines += rep.lines(f"reliability.{rep.label}")
+    """The reliability lines (totals of each group, then per scenario) into
+    build/reliability.txt."""
+    lines = powercut.summary_lines(reports)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return lines

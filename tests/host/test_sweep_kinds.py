@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import pytest
 from mpfota_host import powercut
-from sweep import PLAN, REPORT, assert_clean, problems, sweep_results, write_report  # noqa: F401
+from sweep import (  # noqa: F401
+    PLAN,
+    PLANS,
+    REPORT,
+    assert_clean,
+    problems,
+    sweep_results,
+    write_report,
+)
 
 # Words in the output that show a kind exercised what it is about (in at least one trial).
 EVIDENCE = {
@@ -36,16 +44,24 @@ def test_power_cut_sweep(kind, sweep_results):  # noqa: F811
 
 
 def test_reliability_report(sweep_results):  # noqa: F811
-    """Every kind's sample, added up: the figures of docs/reliability.md, written to
-    build/reliability.txt (and printed with pytest -s)."""
-    reports = [rep for kind in powercut.KINDS for rep in sweep_results(kind)]
+    """Every kind's sample in every group (cuts between operations, torn cuts, the ESP32
+    board), added up: the figures of docs/reliability.md, written to build/reliability.txt
+    (and printed with pytest -s)."""
+    reports = [rep for group, plan in PLANS.items() for kind in plan
+               for rep in sweep_results(kind, group)]
     lines = write_report(reports)
     print("\n".join(lines))
-    f = powercut.total(reports).figures()
-    assert REPORT.read_text().startswith(f"reliability.cut_points: {f['cut_points']}\n")
-    assert f["cut_points"] > 300
-    assert f["unbootable"] == 0, "a power cut left a board with nothing bootable"
-    assert f["user_files_lost"] == 0, "a power cut lost or changed a user file"
-    assert (f["mixed"], f["inconsistent"]) == (0, 0)
-    assert f["converged"] == f["cut_points"]
-    assert {r.label for r in reports} == {f"{k}.{lay}" for k in PLAN for lay, _, _ in PLAN[k]}
+    text = REPORT.read_text()
+    for group in PLANS:
+        mine = [r for r in reports if r.group == group]
+        f = powercut.total(mine).figures()
+        name = "reliability" + (f".{group}" if group else "")
+        assert f"{name}.cut_points: {f['cut_points']}\n" in text, name
+        assert f["cut_points"] > (300 if group == "" else 15), name
+        assert f["unbootable"] == 0, f"{name}: a power cut left a board with nothing bootable"
+        assert f["user_files_lost"] == 0, f"{name}: a power cut lost or changed a user file"
+        assert (f["mixed"], f["inconsistent"]) == (0, 0), name
+        assert f["converged"] == f["cut_points"], name
+    assert text.startswith("reliability.cut_points: ")
+    assert {r.label for r in reports if not r.group} == {
+        f"{k}.{lay}" for k in PLAN for lay, _, _ in PLAN[k]}
