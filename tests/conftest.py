@@ -11,6 +11,7 @@ sys.path.insert(0, str(TESTS.parent / "host_tools"))
 
 # Fixture modules in tests/fixtures_*.py (servers, brokers, boards, packages, patches).
 pytest_plugins = [
+    "fixtures_changing",
     "fixtures_delta",
     "fixtures_esp32",
     "fixtures_http",
