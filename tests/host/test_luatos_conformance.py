@@ -351,7 +351,7 @@ def _iot_label(lines: list[str], lua: bool) -> str | None:
 
 @pytest.mark.parametrize("outcome", list(OUTCOMES))
 def test_transport_outcome(outcome, server, cat1_board, tmp_path):
-    path, extra, (code, body), _why, difference = OUTCOMES[outcome]
+    path, extra, (code, body), why, difference = OUTCOMES[outcome]
     tag = "c%d" % list(OUTCOMES).index(outcome)
     if path is None:
         url = "http://127.0.0.1:%d/fw.bin" % server.refused_port
@@ -376,7 +376,8 @@ def test_transport_outcome(outcome, server, cat1_board, tmp_path):
     lua_rets = [int(x[4:]) for x in lua_trace if x.startswith("RET\t")]
     assert len(lua_rets) == 1 and len(rets) == 1, (lua_trace, out)
     if difference is None:
-        assert rets == lua_rets, f"{outcome}: LuatOS {lua_rets}, mpfota {rets}\n{out}"
+        assert rets == lua_rets, (
+            f"{outcome}: LuatOS {lua_rets} (its http layer: {why}), mpfota {rets}\n{out}")
     else:
         assert DIFFERENCES[difference] in DOC.read_text()
         assert rets != lua_rets, f"{outcome}: listed as a difference but both give {rets}"
