@@ -21,6 +21,7 @@
     resp.last_modified, resp.location (of an unfollowed 3xx), resp.retry_after (int seconds,
     or the HTTP-date string)
     n = await resp.readinto(mv)   # body bytes into mv[:n]; 0 at the end of the body
+    n = await resp.readinto(mv, 512)   # at most 512 of them (no slice of mv needed)
     data = await resp.read(limit=1024)   # at most `limit` body bytes (to log an error body)
     await resp.aclose()           # or resp.close(); also done when the body is complete
 
@@ -432,8 +433,9 @@ class Response:
         self._mode = _DONE
         self.close()
 
-    async def readinto(self, mv):
-        """Read body bytes into mv (bytearray or memoryview); return the count, 0 at the end."""
+    async def readinto(self, mv, n=None):
+        """Read at most n (default: len(mv)) body bytes into mv (bytearray or memoryview);
+        return the count, 0 at the end. A length spares the caller a slice per read."""
         if self._mode == _DONE:
             return 0
         if self._closed:
@@ -447,8 +449,9 @@ class Response:
             await httpchunk.next_chunk(self)
             if self._mode == _DONE:
                 return 0
-        n = len(mv)
-        if not n:
+        if n is None or n > len(mv):
+            n = len(mv)
+        if n <= 0:
             raise HTTPError(ERR_STATE, "readinto needs a non-empty buffer")
         if self._mode != _TO_CLOSE and self._left < n:
             n = self._left

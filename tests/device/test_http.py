@@ -75,6 +75,29 @@ async def test_content_length_bodies_arrive_intact(http_server):
         assert resp.last_modified == blob["last_modified"]
 
 
+async def test_readinto_with_a_length_reads_at_most_that_many(http_server):
+    # readinto(mv, n): at most n bytes into the start of mv, from the head's leftovers, plain
+    # and chunked bodies alike; the rest of mv is left as it was.
+    blob = http_server["blobs"]["small"]
+    for query in ("", "?te=chunked&chunk=100"):
+        resp = await http.request("GET", http_server["base"] + "/blob/small" + query,
+                                  bytearray(256))
+        buf = bytearray(b"\xee" * 64)
+        h = hashlib.md5()
+        total = 0
+        while True:
+            n = await resp.readinto(buf, 7)
+            if not n:
+                break
+            assert 0 < n <= 7 and buf[7:] == b"\xee" * 57, (query, n)
+            h.update(buf[:n])
+            total += n
+        assert (total, binascii.hexlify(h.digest()).decode()) == (blob["size"], blob["md5"])
+    resp = await http.request("GET", http_server["base"] + "/blob/small", bytearray(256))
+    await fails(http.ERR_STATE, resp.readinto(bytearray(8), 0), "non-empty")
+    await resp.aclose()
+
+
 async def test_chunked_bodies_arrive_intact(http_server):
     base = http_server["base"]
     for name, query in (
