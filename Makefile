@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mpfota-setup
 PORT  ?=
 APT_PACKAGES := mosquitto nginx openssl postgresql chromium lua5.4
 
-.PHONY: setup demo test bench deploy sweep fuzz lint clean
+.PHONY: setup demo test bench deploy sweep fuzz lint clean diagrams
 
 setup: $(STAMP) apt deps/umqtt/simple.py
 
@@ -31,9 +31,20 @@ deps/umqtt/simple.py: $(STAMP) host_tools/mpfota_host/fetchdeps.py
 demo: setup
 	$(VENV)/bin/mpfota demo
 
+# Ends on pytest's last line; the power-cut figures are in build/reliability.txt, and one
+# line of them is in pytest's summary (tests/conftest.py).
 test: setup
 	$(PY) -m pytest tests
-	-@cat build/reliability.txt 2>/dev/null
+
+# The renderer of the mermaid diagrams in docs/ (npm's mermaid-cli, with Debian's chromium),
+# then the test that renders them all (it is skipped where the renderer is missing).
+MMDC := $(VENV)/node/node_modules/.bin/mmdc
+$(MMDC):
+	PUPPETEER_SKIP_DOWNLOAD=1 npm install -s --prefix $(VENV)/node --no-audit --no-fund \
+	  @mermaid-js/mermaid-cli@11.17.0
+
+diagrams: setup $(MMDC)
+	$(PY) -m pytest -q tests/host/test_diagrams.py
 
 # The whole power-cut sweep (every cut point, every update kind, both layouts, nested cuts).
 sweep: setup

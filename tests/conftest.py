@@ -26,6 +26,14 @@ import pytest  # noqa: E402
 from images import core_body  # noqa: E402
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The power-cut sweep's one summary line (its figures are in build/reliability.txt),
+    printed before pytest's own last line, on which `make test` ends."""
+    sweep = sys.modules.get("sweep")
+    for line in getattr(sweep, "SUMMARY", ()):
+        terminalreporter.write_line(line)
+
+
 class VBoard:
     """A virtual board directory (board.json + flash.bin), handed to device tests.
 

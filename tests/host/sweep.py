@@ -17,7 +17,8 @@ from mpfota_host import paths, powercut
 from mpfota_host.powercut import BOOT_TIMEOUT, MAX_BOOTS, Outcome, Sweep, boot_until_done
 
 __all__ = ["BOOT_TIMEOUT", "MAX_BOOTS", "Outcome", "Sweep", "boot_until_done", "PLAN",
-           "PLANS", "REPORT", "sweep_results", "problems", "write_report", "assert_clean"]
+           "PLANS", "REPORT", "SUMMARY", "sweep_results", "problems", "write_report",
+           "summary_line", "assert_clean"]
 
 # The bounded sample of `make test`: (layout, sample size or None for every operation, nested
 # chains). `mpfota sweep --full` (make sweep) runs every operation of every kind on both
@@ -105,10 +106,29 @@ def assert_clean(found: list[tuple[str, str, str]]) -> None:
     assert not found, "\n".join(f"{w}: {c}: {m}" for w, c, m in found[:20])
 
 
+# The one line the session prints about the report it wrote (tests/conftest.py prints it in
+# pytest's terminal summary, so that `make test` still ends on pytest's own last line).
+SUMMARY: list[str] = []
+
+
 def write_report(reports: list[powercut.Report], path: Path = REPORT) -> list[str]:
     """The reliability lines (totals of each group, then per scenario) into
-    build/reliability.txt."""
+    build/reliability.txt; the one-line summary into SUMMARY."""
     lines = powercut.summary_lines(reports)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    SUMMARY[:] = [summary_line(reports, path)]
     return lines
+
+
+def summary_line(reports: list[powercut.Report], path: Path = REPORT) -> str:
+    """'reliability: N power cuts (between operations, torn, ESP32 ...): 0 unbootable, ...'."""
+    f = powercut.total(reports).figures()
+    groups = ", ".join(
+        f"{powercut.total(r for r in reports if r.group == g).figures()['cut_points']} "
+        f"{g or 'between operations'}"
+        for g in powercut.GROUPS if any(r.group == g for r in reports))
+    shown = path.relative_to(paths.REPO) if path.is_relative_to(paths.REPO) else path
+    return (f"reliability: {f['cut_points']} power cuts ({groups}): {f['unbootable']} "
+            f"unbootable, {f['user_files_lost']} user files lost, {f['converged']} converged; "
+            f"every figure in {shown}")

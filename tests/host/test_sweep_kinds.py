@@ -46,11 +46,10 @@ def test_power_cut_sweep(kind, sweep_results):  # noqa: F811
 def test_reliability_report(sweep_results):  # noqa: F811
     """Every kind's sample in every group (cuts between operations, torn cuts, the ESP32
     board), added up: the figures of docs/reliability.md, written to build/reliability.txt
-    (and printed with pytest -s)."""
+    (pytest's terminal summary shows one line of them, tests/conftest.py)."""
     reports = [rep for group, plan in PLANS.items() for kind in plan
                for rep in sweep_results(kind, group)]
-    lines = write_report(reports)
-    print("\n".join(lines))
+    write_report(reports)
     text = REPORT.read_text()
     for group in PLANS:
         mine = [r for r in reports if r.group == group]
