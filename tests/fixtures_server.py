@@ -8,8 +8,10 @@ make_nginx       factory: make_nginx(root) -> Nginx serving `root` at `<base>/fo
                  ETag, If-Range as nginx does them), its access log at `<base>/_access.log`;
                  make_nginx(root, upstreams=[port, ...]) also passes every other path to
                  those servers in turn (a load balancer in front of several `mpfota serve`)
-postgres         (module scope) a PostgreSQL cluster of its own on 127.0.0.1 in a temporary
+postgres         (session scope) a PostgreSQL cluster of its own on 127.0.0.1 in a temporary
                  directory, run as the postgres user: `.url(dbname)` makes a fresh database
+state_db         parametrized: None (SQLite in the data directory) and the URL of an empty
+                 PostgreSQL database (also in $MPFOTA_SERVER_DB, for the admin commands)
 board_fota       for device tests: a direct server and a redirecting one (302 to nginx) on one
                  data directory, with core-image releases for the default virtual board.
                  Device side: {"base", "redirect_base", "nginx", "project", "firmware",
@@ -171,6 +173,7 @@ class Postgres:
         self.bin = versions[-1].parent
         self.dir = Path(tempfile.mkdtemp(prefix="mpfota-pg-"))
         self.port = 0
+        self._made: set[str] = set()
 
     def _as_postgres(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True,
@@ -196,11 +199,28 @@ class Postgres:
         raise RuntimeError(f"pg_ctl start: {log[-500:]}")
 
     def url(self, dbname: str) -> str:
-        """A new, empty database."""
+        """A new, empty database (dropped first if it exists)."""
         import psycopg
 
         with psycopg.connect(self.url_of("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{dbname}"')
+        return self.url_of(dbname)
+
+    def emptied(self, dbname: str) -> str:
+        """A database with no rows: made on first use, its tables emptied after that (much
+        quicker than a new database for each test)."""
+        import psycopg
+
+        if dbname not in self._made:
+            self._made.add(dbname)
+            return self.url(dbname)
+        with psycopg.connect(self.url_of(dbname), autocommit=True) as conn:
+            tables = [r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            if tables:
+                conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
+                             + " RESTART IDENTITY CASCADE")
         return self.url_of(dbname)
 
     def url_of(self, dbname: str) -> str:
@@ -213,7 +233,7 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def postgres():
     if os.geteuid() != 0:
         pytest.skip("PostgreSQL test cluster: needs root to run initdb as the postgres user")
@@ -227,6 +247,15 @@ def postgres():
         pytest.skip(f"could not start a PostgreSQL cluster: {e}")
     yield pg
     pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db(request, monkeypatch):
+    if request.param == "sqlite":
+        return None
+    url = request.getfixturevalue("postgres").emptied("rules")
+    monkeypatch.setenv("MPFOTA_SERVER_DB", url)
+    return url
 
 
 class LoggedServer:

@@ -68,8 +68,9 @@ def clock():
 
 
 @pytest.fixture
-def srv(tmp_path, clock):
-    s = LoggedServer(tmp_path / "data", clock=clock)
+def srv(tmp_path, clock, state_db):
+    """A server on SQLite, and again on PostgreSQL: the rules hold on both."""
+    s = LoggedServer(tmp_path / "data", clock=clock, db=state_db)
     s.start()
     yield s
     s.stop()
