@@ -27,9 +27,11 @@ def tool_modules() -> list[str]:
 EPILOG = """examples:
   mpfota board run --flash /tmp/b1 app.py      boot the virtual board with app.py as main.py
   mpfota board serve --flash /tmp/b1           the same board on a pty, for mpremote
+  mpfota board status --flash /tmp/b1          its slots, boot state, journal and files
   mpfota deploy --port /dev/ttyUSB0            compile device/ with mpy-cross and copy it
   mpfota demo                                  a full update on the virtual board
   mpfota serve --data /srv/fota                the reference third-party update server
+  mpfota serve-mip --port 8080                 the device packages as a local mip index
 """
 
 
