@@ -199,7 +199,7 @@ class FotaServer:
         path = request.path
         try:
             if path.startswith("/files/"):
-                return await self._file(request, path[len("/files/"):], None, None)
+                return await self._file(request, path[len("/files/"):])
             if path == "/healthz":
                 return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
             if path == "/status" and self.status:
@@ -233,7 +233,7 @@ class FotaServer:
             self.store, check, now=self.clock(), addr=request.remote, whole=whole,
             daily_limit=self.daily_limit))
         request[NOTE] = (f"{check.style} {check.id_param or 'id'}={check.device[:40]} "
-                           f"fw={check.firmware[:60]} v={check.version[:40]}")
+                         f"fw={check.firmware[:60]} v={check.version[:40]}")
         if answer.code is not None:
             return self._json(request, answer)
         pkg = answer.package
@@ -244,7 +244,13 @@ class FotaServer:
             request[NOTE] += f" -> {location}"
             return web.Response(status=302, headers={"Location": location,
                                                      "Cache-Control": "no-store"})
-        return await self._file(request, pkg.file, pkg, answer)
+        refund = None
+        if answer.counted:  # a transfer that breaks takes back what the download gave
+            def refund() -> None:
+                if self._pool:
+                    self._pool.submit(self.store.download_aborted, check.device, check.project,
+                                      self.clock(), answer.claimed)
+        return await self._file(request, pkg.file, pkg, plans[-1] if plans else None, refund)
 
     def _json(self, request: web.Request, answer: Answer) -> web.Response:
         request[NOTE] += f" code={answer.code} {answer.cause}"
@@ -254,10 +260,12 @@ class FotaServer:
         return web.Response(status=answer.status, body=answer.body, content_type=None,
                             headers={**headers, "Content-Type": _JSON})
 
-    async def _file(self, request: web.Request, name: str, pkg: Package | None,
-                    answer: Answer | None) -> web.StreamResponse:
-        plan = body_plan(self.store, name, request.headers.get("Range"),
-                         request.headers.get("If-Range"))
+    async def _file(self, request: web.Request, name: str, pkg: Package | None = None,
+                    plan: BodyPlan | None = None,
+                    refund: Callable[[], None] | None = None) -> web.StreamResponse:
+        """Send a stored file (the plan decide already judged, when it did)."""
+        plan = plan or body_plan(self.store, name, request.headers.get("Range"),
+                                 request.headers.get("If-Range"))
         if plan is None:
             request[NOTE] += " no such file"
             return web.Response(status=404, text="not found\n")
@@ -283,7 +291,9 @@ class FotaServer:
                 sent = last - first + 1
             await resp.write_eof()
         except (ConnectionError, asyncio.CancelledError) as e:
-            self._aborted(request, answer, e)
+            if refund:
+                refund()
+            self._log(request, "-", 0, f"{request[NOTE]} aborted: {e.__class__.__name__}")
             raise
         self._log(request, resp.status, sent, request[NOTE])
         return resp
@@ -295,12 +305,3 @@ class FotaServer:
             raise ConnectionResetError("connection lost")
         with open(plan.path, "rb") as f:
             await asyncio.get_running_loop().sendfile(transport, f, offset, count)
-
-    def _aborted(self, request: web.Request, answer: Answer | None, exc: BaseException) -> None:
-        """A transfer cut short: it does not count as a download, and the line is logged here
-        (aiohttp logs only answers it finished)."""
-        if answer is not None and answer.counted and answer.package is not None and self._pool:
-            check = parse_check(request.rel_url.raw_query_string)
-            self._pool.submit(self.store.download_aborted, check.device, check.project,
-                              self.clock(), answer.claimed)
-        self._log(request, "-", 0, f"{request[NOTE]} aborted: {exc.__class__.__name__}")
