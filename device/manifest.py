@@ -48,9 +48,9 @@ if "engine" in _on:
     module("fota.py")
     package("mpfota", files=["__init__.py", "bootapply.py", "confirm.py", "errors.py", "delta.py",
                              "deltafmt.py", "download.py", "http.py", "httpchunk.py",
-                             "httpparse.py", "httpredirect.py", "httptls.py", "log.py", "ota.py",
-                             "package.py", "rsa.py", "scripts.py", "state.py", "version.py",
-                             "writer.py"])
+                             "httpparse.py", "httpredirect.py", "httptls.py", "journal.py",
+                             "log.py", "ota.py", "package.py", "rsa.py", "scripts.py", "slot.py",
+                             "status.py", "version.py", "writer.py"])
 
 if "libfota2" in _on:
     module("libfota2.py")

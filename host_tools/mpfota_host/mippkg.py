@@ -76,7 +76,7 @@ FEATURES: tuple[Feature, ...] = (
             "mpfota/rsa.py",
             "mpfota/scripts.py",
             "mpfota/slot.py",
-            "mpfota/state.py",
+            "mpfota/status.py",
             "mpfota/version.py",
             "mpfota/writer.py",
         ),
