@@ -3,7 +3,13 @@ against a hostile server on 127.0.0.1: hypothesis builds responses (status lines
 Content-Length or chunked framing with extensions and trailers, or a body that ends with the
 connection), then damages some of them (wrong lengths, bad chunk-size lines, missing CRLF, cuts,
 flipped bytes). Every response must end in a body or in HTTPError with a LuatOS code, never in
-another exception or a hang; an undamaged 200 must give exactly its body.
+another exception or a hang.
+
+The oracle is strict: `expected()` is an independent model of what the client defines for any
+byte stream (the rules of device/mpfota/http.py's docstring and the parsers': line limits, status
+line, header names and kept values, framing, chunk sizes and trailers), and every response must
+end exactly as it says: the same error code, or the same status and exactly the same body bytes
+(so a body longer than its Content-Length must be cut there, a short one is ERR_CLOSE).
 
 The pure parsers these build on are fuzzed under CPython (test_httpparse.py,
 test_fuzz_parsers.py); this checks the framing state machine that only runs on the device.
@@ -28,6 +34,16 @@ from mpdevice import run_code
 BATCH = 40  # responses per MicroPython run
 # The codes a response can earn: -2 head, -3 chunked body, -5 closed early, -6 receive error.
 ALLOWED = {-2, -3, -5, -6}
+ERR_HEADER, ERR_BODY, ERR_CLOSE = -2, -3, -5
+LINE_BUF = 1024  # the head buffer the device code below passes: a line (with its LF) must fit
+MAX_HEADER_LINES = 64
+MAX_DIGITS = 15  # Content-Length
+MAX_HEX = 12  # chunk sizes
+MAX_TRAILERS = 65
+KEPT = {"content-length", "transfer-encoding", "location", "content-range", "etag",
+        "last-modified", "retry-after", "connection"}
+TCHAR = set(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+UNKNOWN = ("unknown",)  # a header the model does not parse (Content-Range, Retry-After)
 
 
 def batches(default: int) -> int:
@@ -90,6 +106,137 @@ def hostile():
     srv.stop()
 
 
+# --- the oracle: what the client must make of a byte stream -----------------------------------
+
+
+class _End(Exception):
+    def __init__(self, outcome: tuple) -> None:
+        self.outcome = outcome
+
+
+def _err(code: int) -> _End:
+    return _End(("err", code))
+
+
+class _Stream:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.pos = 0
+
+    def line(self, err: int) -> bytes:
+        """The next line without CRLF / LF; too long for the buffer: `err`; EOF: ERR_CLOSE."""
+        i = self.raw.find(b"\n", self.pos)
+        if i < 0 or i + 1 - self.pos > LINE_BUF:
+            if len(self.raw) - self.pos >= LINE_BUF:
+                raise _err(err)  # the buffer fills up without a line end
+            raise _err(ERR_CLOSE)
+        a, self.pos = self.pos, i + 1
+        return self.raw[a:i - 1 if i > a and self.raw[i - 1] == 13 else i]
+
+    def take(self, n: int) -> bytes:
+        if len(self.raw) - self.pos < n:
+            raise _err(ERR_CLOSE)
+        self.pos += n
+        return self.raw[self.pos - n:self.pos]
+
+
+def _status(line: bytes) -> int:
+    ok = (len(line) >= 12 and line[:7] == b"HTTP/1." and line[7:8].isdigit()
+          and line[8] == 32 and line[9:12].isdigit() and (len(line) == 12 or line[12] == 32))
+    if not ok or int(line[9:12]) < 100:
+        raise _err(ERR_HEADER)
+    return int(line[9:12])
+
+
+def _header(line: bytes) -> tuple[str, str] | None:
+    if line[:1] in (b" ", b"\t"):
+        return None  # obsolete folding: ignored
+    i = line.find(b":")
+    if i <= 0 or any(c not in TCHAR for c in line[:i]):
+        raise _err(ERR_HEADER)
+    name = line[:i].decode().lower()
+    if name not in KEPT:
+        return None
+    value = line[i + 1:]
+    if any((c < 32 and c != 9) or c > 126 for c in value):
+        raise _err(ERR_HEADER)
+    return name, value.decode().strip(" \t")
+
+
+def _content_length(value: str) -> int:
+    parts = [p.strip(" \t") for p in value.split(",")]
+    if any(not p or len(p) > MAX_DIGITS or not p.isascii() or not p.isdigit() for p in parts) \
+            or len({int(p) for p in parts}) > 1:
+        raise _err(ERR_HEADER)
+    return int(parts[0])
+
+
+def _head(s: _Stream) -> tuple[int, str | None, int | None]:
+    lines = 0
+    while True:
+        status = _status(s.line(ERR_HEADER))
+        te = cl = None
+        while line := s.line(ERR_HEADER):
+            lines += 1
+            if lines > MAX_HEADER_LINES:
+                raise _err(ERR_HEADER)
+            kv = _header(line)
+            if kv is None:
+                continue
+            name, value = kv
+            if name == "content-length":
+                n = _content_length(value)
+                if cl is not None and n != cl:
+                    raise _err(ERR_HEADER)
+                cl = n
+            elif name == "transfer-encoding":
+                te = value if te is None else te + "," + value
+            elif name in ("content-range", "retry-after"):
+                raise _End(UNKNOWN)
+        if status >= 200:
+            return status, te, cl
+        lines += 1  # an interim 1xx answer: skipped, its lines count
+
+
+def _chunked(s: _Stream) -> bytes:
+    body = b""
+    while True:
+        if body and s.line(ERR_BODY):
+            raise _err(ERR_BODY)  # chunk data not followed by CRLF
+        line = s.line(ERR_BODY)
+        size = line.split(b";", 1)[0].rstrip(b" \t")
+        if not size or len(size) > MAX_HEX or any(c not in b"0123456789abcdefABCDEF"
+                                                  for c in size):
+            raise _err(ERR_BODY)
+        n = int(size, 16)
+        if n == 0:
+            for _ in range(MAX_TRAILERS):
+                if not s.line(ERR_BODY):
+                    return body
+            raise _err(ERR_BODY)
+        body += s.take(n)
+
+
+def expected(raw: bytes) -> tuple:
+    """("err", code), ("body", status, bytes), or UNKNOWN: what the client defines for `raw`
+    as the whole answer to a GET (the server closes after it)."""
+    s = _Stream(raw)
+    try:
+        status, te, cl = _head(s)
+        if status in (204, 304):
+            return ("body", status, b"")
+        if status == 206:
+            raise _err(ERR_HEADER)  # 206 without a Content-Range
+        if te is not None:
+            chunked = te.split(",")[-1].strip(" \t").lower() == "chunked"
+            return ("body", status, _chunked(s) if chunked else raw[s.pos:])
+        if cl is not None:
+            return ("body", status, s.take(cl))
+        return ("body", status, raw[s.pos:])
+    except _End as end:
+        return end.outcome
+
+
 # --- responses -------------------------------------------------------------------------------
 
 def _chunks(body: bytes, sizes: list[int]) -> list[bytes]:
@@ -143,10 +290,11 @@ def responses(draw) -> Resp:
         elif damage == "insert":
             raw = raw[:at] + draw(st.sampled_from([b"\r\n", b"\n", b"\x00", b":", b"\r\n\r\n",
                                                    b"ffffffffffffffff\r\n"])) + raw[at:]
-        elif damage == "length":
-            delta = draw(st.sampled_from([-1, 1, 100, -(10**6), 10**20]))
-            raw = head.replace(b"Server: hostile",
-                               b"Content-Length: %d" % (len(body) + delta)) + payload
+        elif damage == "length":  # the one Content-Length is wrong (or, framed otherwise, added)
+            delta = draw(st.sampled_from([-1, -100, 1, 100, -(10**6), 10**20]))
+            wrong = b"Content-Length: %d" % (len(body) + delta)
+            raw = (head.replace(b"Content-Length: %d" % len(body), wrong) if framing == "length"
+                   else head.replace(b"Server: hostile", wrong)) + payload
         elif damage == "size" and framing == "chunked":
             raw = head + draw(st.sampled_from([b"zz\r\n", b"-1\r\n", b"1" * 40 + b"\r\n",
                                                b"\r\n", b"10\r\nshort\r\n0\r\n\r\n"]))
@@ -203,19 +351,26 @@ def run_batch(server: HostileServer, batch: list[Resp]) -> list[dict]:
     return got
 
 
+def outcome(r: dict) -> tuple:
+    """A device result in the oracle's terms (the body as its length and SHA-256)."""
+    if "err" in r:
+        return ("err", r["err"])
+    return ("body", r["status"], r["n"], r["sha"])
+
+
 def check(batch: list[Resp], got: list[dict]) -> None:
     for resp, r in zip(batch, got, strict=True):
         where = f"response {resp.raw[:300]!r} -> {r}"
         assert "crash" not in r, where
-        if "err" in r:
-            assert r["err"] in ALLOWED, where
-            assert not resp.valid, where
+        want = expected(resp.raw)
+        if resp.valid:  # the generator's own word: an undamaged 200
+            assert want == ("body", 200, resp.body), where
+        if want == UNKNOWN:
+            assert r.get("err") in ALLOWED or r.get("n", 0) <= len(resp.raw), where
             continue
-        assert r["n"] <= len(resp.raw), where
-        if resp.valid:
-            assert r["status"] == 200, where
-            assert (r["n"], r["sha"]) == (len(resp.body), hashlib.sha256(resp.body).hexdigest()), \
-                where
+        if want[0] == "body":
+            want = ("body", want[1], len(want[2]), hashlib.sha256(want[2]).hexdigest())
+        assert outcome(r) == want, f"{where}: expected {want}"
 
 
 @settings(max_examples=batches(3), deadline=None, derandomize=not os.environ.get(
@@ -242,7 +397,11 @@ def test_known_framings(hostile):
         Resp(b"HTTP/1.1 200 OK\r\nX: " + b"y" * 5000 + b"\r\n\r\n", b"", False),
         Resp(b"", b"", False),
         Resp(b"\r\n\r\n", b"", False),
+        # a body longer than its Content-Length: cut there; a shorter one: closed early
+        Resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + body, b"", False),
+        Resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1281\r\n\r\n" + body, b"", False),
     ]
     got = run_batch(hostile, cases)
     check(cases, got)
-    assert [r.get("err") for r in got[4:]] == [-2, -3, -2, -2, -5, -2], got
+    assert [r.get("err") for r in got[4:]] == [-2, -3, -2, -2, -5, -2, None, -5], got
+    assert (got[10]["n"], got[10]["sha"]) == (1000, hashlib.sha256(body[:1000]).hexdigest())
