@@ -3,7 +3,8 @@
 `mpfota deploy`, `mpfota board`, `mpfota pack` and `mpfota bench` need ../device, ../boards,
 ../deps (umqtt.simple, fetched by `make setup`; deploy fetches it by pinned hash when a wheel
 lacks it) and ../tests/bench; an installed wheel has no repository around it, so build_py
-copies them into mpfota_host/_repo/ (mpfota_host.paths falls back to it). Everything else is in pyproject.toml.
+copies them into mpfota_host/_repo/ (mpfota_host.paths falls back to it). Everything else is
+in pyproject.toml.
 """
 
 import shutil
