@@ -2,7 +2,8 @@
 
 Loaded as a plugin (tests/conftest.py `pytest_plugins`). Packages are built with the real host
 packer (mpfota_host.package) for the default test board (core 1.0.0, 256 KiB slots, bsp UNIX,
-layout _1), the project DEMO and the running script VERSION 001.000.000.
+layout _1), the project DEMO and the running script VERSION 001.000.000, and served by an HTTP
+test server of their own.
 
 package_kit (session): device side {"base": http base, "packages": {name: {"path", "size",
     "file"}}, "pub_pem", "pub_der_hex", "other_pub_pem", "project", "firmware_name", "version"}.
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures_http import hs
 from images import core_image
 from mpfota_host import image
 from mpfota_host import package as pk
@@ -219,8 +221,12 @@ class PackageKit:
 
 
 @pytest.fixture(scope="session")
-def package_kit(http_server, tmp_path_factory):
-    return PackageKit(http_server, tmp_path_factory.mktemp("packages"))
+def package_kit(tmp_path_factory):
+    # On a server of its own: on the shared http_server, the packages' ~50 blobs would ride in
+    # http_server's device-side value into every later device test (a 160K heap ran out).
+    server = hs.HTTPTestServer().start()
+    yield PackageKit(server, tmp_path_factory.mktemp("packages"))
+    server.stop()
 
 
 @pytest.fixture(scope="session")
