@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import zlib
 from pathlib import Path
 
 import pytest
 from mpfota_host import delta, image, paths, vboard
+from mpfota_host import deltastream as ds
 
 CORPUS = paths.REPO.parent / "shared" / "corpus" / "firmware"
 CORPUS_OLD = "esp8266-v1.9.4.bin"
@@ -261,3 +263,85 @@ def delta_corpus(tmp_path_factory) -> DeltaSet:
 @pytest.fixture
 def delta_corpus_board(tmp_path, delta_corpus) -> DeltaBoard:
     return DeltaBoard(tmp_path / "board", delta_corpus.old, CORPUS_SLOT)
+
+
+# --- format 2 (streamed) -----------------------------------------------------------------------
+
+# Each damaged streamed patch and the words its refusal carries.
+STREAM_BAD = {
+    "magic": "not an mpfota delta patch",
+    "header_cut": "cut short",
+    "header_crc": "header CRC mismatch",
+    "cut_mid_sector": "cut short",
+    "unit_crc": "CRC mismatch (corrupt patch)",
+    "bad_deflate": "corrupt stream data",
+    "bad_varint": "bad varint",
+    "unit_header": "bad unit header",
+    "wrong_base": "another base",
+    "too_long": "longer than announced",
+    "too_short": "shorter than announced",
+    "seek": "seek out of range",
+}
+
+
+def damaged_stream(old: bytes, new: bytes, unit_max: int = 1024) -> dict[str, bytes]:
+    """One bad format-2 patch per class in STREAM_BAD, each derived from the good one; the
+    damage sits in the second unit, so that the first one is applied before the refusal."""
+    f = ds.fmt()
+    enc = ds.Encoder(old, new)
+    units = ds.cut_units(enc, len(new), unit_max, ds.DEFAULT_WBITS)
+    good = ds.assemble(old, new, units, ds.DEFAULT_WBITS)
+    assert len(units) >= 3, "the pair must make a few units"
+    hs, us = f.HEADER_SIZE, f.UNIT_SIZE
+    mid = units[1]
+    mid_at = hs + us + len(units[0].packed)  # where the second unit's header starts
+
+    def rebuilt(**change) -> bytes:
+        changed = list(units)
+        changed[1] = ds.Unit(**{**mid.__dict__, **change})
+        return ds.assemble(old, new, changed, ds.DEFAULT_WBITS)
+
+    out = {"magic": b"XXXX" + good[4:], "header_cut": good[: hs // 2]}
+    head = bytearray(good)
+    head[10] ^= 1  # a reserved byte, without a new header CRC
+    out["header_crc"] = bytes(head)
+    out["cut_mid_sector"] = good[: mid_at + us + len(mid.packed) // 2]
+    body = bytearray(good)
+    body[mid_at + us + len(mid.packed) // 2] ^= 0x5A
+    out["unit_crc"] = bytes(body)
+    out["bad_deflate"] = rebuilt(packed=b"\xff" + mid.packed[1:])  # block type 3
+    _, ops = enc.unit(mid.start, mid.end)
+    out["bad_varint"] = rebuilt(packed=ds.deflate_raw(b"\x80" * 5 + ops, ds.DEFAULT_WBITS))
+    unit_head = bytearray(good)
+    unit_head[mid_at : mid_at + 2] = bytes(2)  # no packed bytes
+    out["unit_header"] = bytes(unit_head)
+    out["wrong_base"] = _for_another_base(old, new, units, unit_max)
+    out["too_long"] = good + good[hs : hs + us]
+    fixed = bytearray(good[:hs])
+    to_size = int.from_bytes(fixed[48:52], "little")
+    fixed[48:52] = (to_size + 4096).to_bytes(4, "little")
+    fixed[hs - 4 :] = zlib.crc32(fixed[: hs - 4]).to_bytes(4, "little")
+    out["too_short"] = bytes(fixed) + good[hs:]
+    out["seek"] = rebuilt(old=len(old) + 100)
+    assert set(out) == set(STREAM_BAD)
+    return out
+
+
+def _for_another_base(old: bytes, new: bytes, units: list, unit_max: int) -> bytes:
+    """A patch made for a base that differs from OLD in a few bytes that a later unit reads: a
+    board running OLD applies the first units and refuses the one that reads them."""
+    enc = ds.Encoder(old, new)
+    for unit in units[2:]:
+        for old_at, x, _, _, _ in enc.clipped(unit.start, unit.end):
+            if x < 64:
+                continue
+            other = bytearray(old)
+            for k in range(old_at + x // 2, old_at + x // 2 + 16):
+                other[k] ^= 0x11
+            data = ds.make_stream_patch(bytes(other), new, unit_max).data
+            try:
+                ds.apply_stream_patch(old, data)
+            except ds.fmt().PatchError as exc:
+                if "another base" in str(exc):
+                    return data
+    raise AssertionError("no base change that the patch reads")

@@ -317,11 +317,16 @@ def cmd_delta(args: argparse.Namespace) -> int:
     print(f"OLD {args.old}: {old_kind}, {len(old)} bytes", file=sys.stderr)
     print(f"NEW {args.new}: {new_kind}, {len(new)} bytes", file=sys.stderr)
     print("delta: matching (bsdiff) and compressing ...", file=sys.stderr, flush=True)
-    progress = Progress("delta: checking", len(new))
-    try:
-        patch = make_patch(old, new, args.wbits, progress)
-    finally:
-        progress.close()
+    if args.format == 2:
+        from . import deltastream
+
+        patch = deltastream.make_stream_patch(old, new, args.unit_bytes, args.wbits)
+    else:
+        progress = Progress("delta: checking", len(new))
+        try:
+            patch = make_patch(old, new, args.wbits, progress)
+        finally:
+            progress.close()
     try:
         Path(args.output).write_bytes(patch.data)
     except OSError as exc:
@@ -341,7 +346,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "delta",
         help="make a differential core update (patch) from OLD to NEW",
         description=__doc__,
-        epilog="example:\n  mpfota delta core-1.0.0.img core-1.1.0.img -o 1.0.0-1.1.0.patch",
+        epilog="examples:\n  mpfota delta core-1.0.0.img core-1.1.0.img -o 1.0.0-1.1.0.patch\n"
+        "  mpfota delta core-1.0.0.img core-1.1.0.img -o 1.0.0-1.1.0.patch --format 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("old", metavar="OLD", help="the image the board runs now")
@@ -354,5 +360,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"largest DEFLATE window, 2**N bytes per stream on the device (9..15, default "
         f"{DEFAULT_MAX_WBITS})",
+    )
+    p.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: four streams, stored on the board before it is applied; 2: units applied as "
+        "they arrive, resumable at sector boundaries (docs/delta.md)",
+    )
+    p.add_argument(
+        "--unit-bytes",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="format 2: largest unit of DEFLATE data, the buffer the board holds (default 4096)",
     )
     p.set_defaults(func=cmd_delta)

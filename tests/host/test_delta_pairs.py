@@ -1,8 +1,8 @@
-"""The generator on pairs shaped like real updates: hypothesis builds them (code shifted early
-in the image with later pointers moved, appended data, identical images, a shorter new image,
-long 0xFF runs) and every patch is round-tripped on the device's own applier (deltafmt under
-CPython); the pyboard rebuild pair from the corpus is the regression test for a generator that
-once failed its own check."""
+"""The generators on pairs shaped like real updates: hypothesis builds them (code shifted
+early in the image with later pointers moved, appended data, identical images, a shorter new
+image, long 0xFF runs) and every patch, in both formats, is round-tripped on the device's own
+applier under CPython; the pyboard rebuild pair from the corpus is the regression test for a
+generator that once failed its own check."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from fixtures_delta import CORPUS, PAIR_KINDS, realistic_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mpfota_host import cli, delta
+from mpfota_host import cli, delta, deltastream
 
 PYBOARD = ("pybv11-1f5d945af.bin", "pybv11-1f5d945af-dirty.bin")
 PAIRS = settings(
@@ -35,10 +35,12 @@ def pair_args():
 def test_realistic_pairs_round_trip(args):
     kind, seed, size, at, amount = args
     old, new = realistic_pair(kind, seed, size, min(at, size - 1), amount)
-    # make_patch applies the patch with the device's apply loop and compares with NEW itself;
+    # The generators apply each patch with the device's code and compare with NEW themselves;
     # applied again here so that the test does not rest on that internal check alone.
     patch = delta.make_patch(old, new)
     assert delta.apply_patch(old, patch.data) == new
+    streamed = deltastream.make_stream_patch(old, new, unit_max=1024)
+    assert deltastream.apply_stream_patch(old, streamed.data, feed=997) == new
 
 
 @pytest.mark.parametrize("kind", PAIR_KINDS)
@@ -78,6 +80,10 @@ def test_pyboard_rebuild_pair(tmp_path, capsys):
     assert delta.apply_patch(old, data) == new
     assert len(data) < 0.05 * len(new)  # a small change must stay a small patch
     assert "warning" not in capsys.readouterr().err
+    assert cli.main(["delta", str(old_path), str(new_path), "-o", str(out), "--format", "2"]) == 0
+    data = out.read_bytes()
+    assert deltastream.apply_stream_patch(old, data) == new
+    assert len(data) < 0.05 * len(new)
 
 
 def test_warns_when_a_full_image_is_as_small(tmp_path, capsys):
