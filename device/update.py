@@ -259,7 +259,7 @@ async def _check():
     import lsys
     from mpfota import http, log
     from mpfota.httpredirect import resolve_location
-    from mpfota.writer import FotaError
+    from mpfota.errors import FotaError
 
     failures = redirects = waits = 0
     began = [False]
