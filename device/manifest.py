@@ -6,8 +6,9 @@
 # Options, as keyword arguments of include():
 #   FEATURE=False   leave a feature out. Every feature is in by default, and a feature that
 #                   is in brings the features it needs. The features:
-#       engine    the FOTA engine: LuatOS `fota` API, HTTP client, slot writer, resume,
-#                 confirmation, update packages (signed core, delta and script sets)
+#       engine    the FOTA engine: LuatOS `fota` API, HTTP client, the door to the spare slot, the
+#                 journal, resume, confirmation, update packages (signed core, delta and script
+#                 sets)
 #       libfota2  LuatOS libfota2 with lsys (sys), lnet (network readiness) and periodic checks
 #       update    the older Luat `update` API
 #       aliyun    Aliyun IoT OTA over MQTT (umqtt.simple from micropython-lib)
@@ -49,8 +50,8 @@ if "engine" in _on:
     package("mpfota", files=["__init__.py", "bootapply.py", "confirm.py", "errors.py", "delta.py",
                              "deltafmt.py", "download.py", "http.py", "httpchunk.py",
                              "httpparse.py", "httpredirect.py", "httptls.py", "journal.py",
-                             "log.py", "ota.py", "package.py", "rsa.py", "scripts.py", "slot.py",
-                             "status.py", "version.py", "writer.py"])
+                             "log.py", "package.py", "rsa.py", "scripts.py", "slot.py",
+                             "status.py", "version.py"])
 
 if "libfota2" in _on:
     module("libfota2.py")

@@ -53,8 +53,8 @@ class Feature:
 FEATURES: tuple[Feature, ...] = (
     Feature(
         "engine",
-        "the FOTA engine: LuatOS `fota` API, HTTP client, slot writer, resume, confirmation, "
-        "update packages (signed core, delta and script sets)",
+        "the FOTA engine: LuatOS `fota` API, HTTP client, the door to the spare slot, the "
+        "journal, resume, confirmation, update packages (signed core, delta and script sets)",
         (
             "fota.py",
             "mpfota/__init__.py",
@@ -71,14 +71,12 @@ FEATURES: tuple[Feature, ...] = (
             "mpfota/httptls.py",
             "mpfota/journal.py",
             "mpfota/log.py",
-            "mpfota/ota.py",
             "mpfota/package.py",
             "mpfota/rsa.py",
             "mpfota/scripts.py",
             "mpfota/slot.py",
             "mpfota/status.py",
             "mpfota/version.py",
-            "mpfota/writer.py",
         ),
     ),
     Feature(
