@@ -14,7 +14,7 @@
 from micropython import const
 
 from mpfota import http, log
-from mpfota.errors import FOTA_ERROR, FotaError
+from mpfota.errors import ALREADY_RUNNING, FOTA_ERROR, FotaError
 from mpfota.slot import Slot
 
 CHECKPOINT = const(262144)
@@ -73,7 +73,8 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
             slot.switch(version)
         return Result(200, slot.flushed)
     except (http.HTTPError, FotaError, OSError) as e:
-        log.error("fota", "download of", url, "failed:", e)
+        if getattr(e, "code", None) != ALREADY_RUNNING:  # the door logged that one (info)
+            log.error("fota", "download of", url, "failed:", e)
         raise
 
 

@@ -62,7 +62,6 @@ class Slot:
         if len(self.buf) != SECTOR:
             raise ValueError("the sector buffer must be 4096 bytes")
         self.mv = memoryview(self.buf)
-        self.verified = False
         self.restart()
 
     # --- taking bytes --------------------------------------------------------------------------
