@@ -45,7 +45,10 @@ def _scripts(rec):
 
 def status():
     # "valid", "pending" (new image or script set awaiting confirmation) or "rolled_back".
+    # "pending" too while the journal does not verify: only a confirmation proves the image.
     rec = journal.load()
+    if journal.damaged():
+        return "pending"
     s = _core_status(rec.get("core"))
     if s == "valid":
         scripts = _scripts(rec)
@@ -58,9 +61,9 @@ def status():
 def confirm():
     board.Partition.mark_app_valid_cancel_rollback()
     rec = journal.load()
-    if rec.get("core") is not None:
+    if rec.get("core") is not None or journal.damaged():
         log.info("fota", "image in", running_label(), "confirmed")
-        journal.put("core", None)
+        journal.put("core", None)  # a damaged record is replaced (its scar stays)
     scripts = _scripts(rec)
     if scripts:
         scripts.confirm()

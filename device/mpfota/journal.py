@@ -112,9 +112,9 @@ def put(section, value, heal=False):
     if heal:
         rec.pop("scar", None)
     if value is None:
-        if section not in rec:
+        if section not in rec and _damage is None:
             return
-        del rec[section]
+        rec.pop(section, None)
     else:
         rec[section] = value
     save(rec)

@@ -39,7 +39,10 @@ def _label(part):
 
 def unconfirmed(running=None):
     # What is still awaiting confirmation ("image" or "script set"), or None; from the journal.
+    # A journal that does not verify cannot say the running image was confirmed.
     rec = journal.load()
+    if journal.damaged():
+        return "image (the update journal does not verify)"
     core = rec.get("core")
     if core and core.get("slot") == (running or _label(board.Partition(board.Partition.RUNNING))):
         return "image"

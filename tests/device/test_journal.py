@@ -172,3 +172,28 @@ def test_raw_image_boot_does_not_load_the_script_code(vboard):
 
     vb.boot()
     assert "mpfota.scripts" not in sys.modules, "no script set installed: nothing to apply"
+
+
+async def test_damaged_journal_while_an_image_is_pending_blocks_updates_until_confirmed(
+        vboard, update_server):
+    vb.boot()
+    from mpfota import confirm, download, journal, slot
+    from mpfota.errors import FotaError
+
+    img = update_server["images"]["core-2.0.0"]
+    await download.fetch(update_server["base"] + img["path"], md5=img["md5"])
+    vb.reboot()
+    assert confirm.status() == "pending"
+    for name, bad in _damaged(_raw()).items():
+        _put(bad)
+        # The record naming the pending slot is gone: the image is still not proven good.
+        assert confirm.status() == "pending", name
+        try:
+            slot.Slot()
+        except FotaError as e:
+            assert "journal does not verify" in e.msg, e
+        else:
+            raise AssertionError(name + ": the only known-good slot must not be overwritten")
+    confirm.confirm()
+    assert journal.damaged() is None and confirm.status() == "valid"
+    assert slot.Slot().label == "ota_0", "after the confirmation an update may start"
