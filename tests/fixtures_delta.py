@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 import zlib
 from pathlib import Path
 
 import pytest
 from mpfota_host import delta, image, paths, vboard
 from mpfota_host import deltastream as ds
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "host"))
+
+import httpserver as hs  # noqa: E402
 
 CORPUS = paths.REPO.parent / "shared" / "corpus" / "firmware"
 CORPUS_OLD = "esp8266-v1.9.4.bin"
@@ -345,3 +350,88 @@ def _for_another_base(old: bytes, new: bytes, units: list, unit_max: int) -> byt
                 if "another base" in str(exc):
                     return data
     raise AssertionError("no base change that the patch reads")
+
+
+class DropFirstServer(hs.HTTPTestServer):
+    """The test HTTP server plus /dropfirst/NAME?at=N: the first answer for NAME stops after N
+    body bytes (the link drops); every later one is /blob/NAME (Range honoured)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: set[str] = set()
+
+    def _do_dropfirst(self, conn, req, args):
+        if args[0] in self.dropped:
+            return self._do_blob(conn, req, args)
+        self.dropped.add(args[0])
+        return self._do_truncate(conn, req, args)
+
+
+@pytest.fixture(scope="session")
+def delta_stream_server():
+    server = DropFirstServer().start()
+    yield server
+    server.stop()
+
+
+class StreamSet:
+    """A pair of core images, its format-2 patch and the damaged ones, served over HTTP."""
+
+    def __init__(self, server: DropFirstServer, old: bytes, new: bytes) -> None:
+        self.server = server
+        self.old, self.new = old, new
+        self.patch = ds.make_stream_patch(old, new, unit_max=1024)
+        server.add_blob("dstream", self.patch.data)
+        self.bad = damaged_stream(old, new)
+        for name, data in self.bad.items():
+            server.add_blob(f"dstream-bad-{name}", data)
+
+    def to_device(self) -> dict:
+        base = self.server.base
+        h = ds.fmt().parse_header(self.patch.data)
+        return {
+            "base": base,
+            "url": f"{base}/blob/dstream",
+            "drop_url": f"{base}/dropfirst/dstream",
+            "bad": {name: f"{base}/blob/dstream-bad-{name}" for name in self.bad},
+            "expect": dict(STREAM_BAD),
+            "patch_size": len(self.patch.data),
+            "units": h.units,
+            "size": len(self.new),
+            "sha256": hashlib.sha256(self.new).hexdigest(),
+            "old_version": image.parse_header(self.old).version,
+            "new_version": image.parse_header(self.new).version,
+        }
+
+
+@pytest.fixture(scope="session")
+def delta_stream(delta_stream_server) -> StreamSet:
+    old, new = small_bodies()
+    return StreamSet(
+        delta_stream_server, image.make_image(old, "1.0.0"), image.make_image(new, "2.0.0")
+    )
+
+
+@pytest.fixture
+def delta_stream_board(tmp_path, delta_stream) -> DeltaBoard:
+    return DeltaBoard(tmp_path / "board", delta_stream.old, SMALL_SLOT)
+
+
+@pytest.fixture(scope="session")
+def delta_stream_pairs(tmp_path_factory) -> list[dict]:
+    """A few realistic pairs (PAIR_KINDS) as files: old, patch (format 2) and the new digest."""
+    out = []
+    root = tmp_path_factory.mktemp("delta-stream-pairs")
+    for i, kind in enumerate(PAIR_KINDS):
+        old, new = realistic_pair(kind, 100 + i, 20_000 + 3_000 * i, 700, 24 - 16 * i)
+        (root / f"{kind}.old").write_bytes(old)
+        (root / f"{kind}.patch").write_bytes(ds.make_stream_patch(old, new, unit_max=512).data)
+        out.append(
+            {
+                "kind": kind,
+                "old": str(root / f"{kind}.old"),
+                "patch": str(root / f"{kind}.patch"),
+                "sha256": hashlib.sha256(new).hexdigest(),
+            }
+        )
+    return out

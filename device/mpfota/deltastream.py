@@ -243,6 +243,7 @@ class Applier:
 
     def _start(self, header):
         self.h = parse_header(header)
+        self.header = bytes(header[:HEADER_SIZE])  # kept for resume records (self.head is reused)
         if self.src is None:
             self.src = _unit_source(self.h.unit_max)
         self.phase = _UNIT_HEAD
@@ -450,9 +451,10 @@ class Applier:
             self.sink.checkpoint((self.patch_at, self.out_at, self.unit))
 
 
-async def apply_stream(ap, stream, buf):
+async def apply_stream(ap, stream, buf, progress=None):
     # Feed `stream` (an asyncio stream: await readinto(mv)) through Applier `ap`, reading into
-    # `buf`, yielding to the event loop after every sector applied. Returns the patch bytes read.
+    # `buf`, yielding to the event loop after every sector applied; progress(out, total) after
+    # every unit. Returns the patch offset reached.
     import asyncio
 
     mv = memoryview(buf)
@@ -463,7 +465,10 @@ async def apply_stream(ap, stream, buf):
         off = 0
         while off < n:
             off += ap.feed(mv[off:n])
-            while ap.step():
-                await asyncio.sleep(0)
+            if ap.phase == _APPLY:
+                while ap.step():
+                    await asyncio.sleep(0)
+                if progress:
+                    progress(ap.out_at, ap.h.to_size)
     ap.end()
     return ap.patch_at

@@ -19,10 +19,11 @@ that is why the feature packages are device/<feature>.json files rather than fil
 own folders. Dependencies between our own features are resolved here (each package lists the
 whole closure) because mip's "deps" entries are never relative.
 
-Update packages (mpfota.package, .scripts, .bootapply, .version, .rsa) and the delta applier
-(mpfota.delta, .deltafmt) are part of the engine, not features of their own: `download.fetch`
-installs whatever package a server sends (a core-delta section goes through mpfota.delta), and
-`confirm` covers a pending script set, so the engine imports them all.
+Update packages (mpfota.package, .scripts, .bootapply, .version, .rsa) and the delta appliers
+(mpfota.delta, .deltafmt; streamed: .deltafetch, .deltastream, .deltarun) are part of the
+engine, not features of their own: `download.fetch` installs whatever package a server sends
+(a core-delta section goes through mpfota.delta), and `confirm` covers a pending script set,
+so the engine imports them all.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ FEATURES: tuple[Feature, ...] = (
             "mpfota/confirm.py",
             "mpfota/errors.py",
             "mpfota/delta.py",
+            "mpfota/deltafetch.py",
             "mpfota/deltafmt.py",
+            "mpfota/deltarun.py",
+            "mpfota/deltastream.py",
             "mpfota/download.py",
             "mpfota/http.py",
             "mpfota/httpchunk.py",

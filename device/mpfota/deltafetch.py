@@ -1,0 +1,139 @@
+# A streamed delta update (format 2, docs/delta.md): the patch is applied as it arrives over
+# HTTP, reading the base from the running slot and writing the new image through the door
+# (mpfota.slot), in constant memory, with nothing stored on the filesystem.
+#
+# A dropped connection continues with a Range request from the first patch byte not yet taken
+# (the Applier keeps its place in RAM). At every unit that ends on a sector boundary the apply
+# state goes into the journal with the door's resume record (section "dl": output offset and the
+# CRC of what is in flash, plus the patch offset, the next unit, the patch header and the
+# answer's validator); after a power cut the next call continues from there, not from byte 0.
+from mpfota import http, log
+from mpfota.deltastream import Applier, PatchError, apply_stream
+from mpfota.errors import BASE, FOTA_ERROR, FotaError
+from mpfota.slot import Slot
+
+_RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
+_CHUNK = 1024  # network read buffer
+
+
+class _Sink:
+    # The Applier's sink: output into the door, checkpoints into the door's resume record.
+    def __init__(self, slot, key):
+        self.slot = slot
+        self.key = key
+        self.ap = None  # the Applier, for its patch header
+        self.header = None  # hex of the patch header, kept with every checkpoint
+        self.validator = None
+
+    def write(self, mv):
+        self.slot.write(mv)
+
+    def checkpoint(self, state):
+        patch_at, out_at, unit = state
+        if self.slot.flushed != out_at:  # the door flushes every full sector
+            raise FotaError(FOTA_ERROR, "delta: checkpoint at %d, slot at %d"
+                            % (out_at, self.slot.flushed))
+        if self.header is None:
+            import binascii
+
+            self.header = binascii.hexlify(self.ap.header).decode()
+        self.slot.checkpoint(self.key, [patch_at, unit, self.header, self.validator])
+
+
+def _decoder(src, wbits):
+    import deflate
+
+    return deflate.DeflateIO(src, deflate.RAW, wbits)
+
+
+def _base_reader(part):
+    bs = part.ioctl(5, 0)
+
+    def read_old(pos, mv):
+        part.readblocks(pos // bs, mv, pos % bs)
+
+    return read_old
+
+
+def _fail(msg, reason=None):
+    log.error("fota", "delta patch refused:", msg)
+    return FotaError(FOTA_ERROR, "delta: " + msg, reason)
+
+
+async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, progress=None,
+                slot=None, **request):
+    """Apply the format-2 patch at `url` into the spare slot as it downloads; verify; switch
+    when `switch`. `request` goes to mpfota.http.request (headers, server_cert, ...).
+    progress(done, total) is called as output is written. Returns the patch header. A bad
+    patch raises FotaError(-9, "delta: <cause>"), logged, with nothing switched; transport
+    failures raise http.HTTPError once `retries` reconnections have not helped."""
+    import binascii
+    import time
+
+    slot = slot if slot is not None else Slot()
+    sink = _Sink(slot, url)
+    ap = sink.ap = Applier(sink, _base_reader(slot.running), _decoder)
+    _resume(ap, slot, sink, url)
+    hbuf = bytearray(512)
+    chunk = bytearray(_CHUNK)
+    deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+    attempt = 0
+    try:
+        while True:
+            remaining = time.ticks_diff(deadline, time.ticks_ms())
+            if remaining <= 0:
+                raise http.HTTPError(http.ERR_TIMEOUT, "delta download deadline passed")
+            at = ap.patch_at
+            try:
+                resp = await http.request("GET", url, hbuf, range_start=at or None,
+                                          if_range=sink.validator if at else None,
+                                          deadline_ms=remaining, **request)
+                try:
+                    if resp.status not in (200, 206) or resp.status == 200 and at:
+                        raise _fail("HTTP %d for the patch at byte %d (changed on the "
+                                    "server?)" % (resp.status, at))
+                    if sink.validator is None:
+                        sink.validator = resp.etag or resp.last_modified
+                    await apply_stream(ap, resp, chunk, progress)
+                finally:
+                    await resp.aclose()
+                break
+            except http.HTTPError as e:
+                attempt += 1
+                if e.code not in _RETRYABLE or attempt > retries:
+                    raise
+                log.warn("fota", "delta download interrupted (%s): retry %d at %d"
+                         % (e, attempt, ap.patch_at))
+        h = ap.h
+        slot.verify(h.to_size, sha256=binascii.hexlify(h.to_sha256).decode())
+    except PatchError as e:
+        slot.forget()
+        raise _fail(str(e), BASE if "another base" in str(e) else None)
+    except FotaError:
+        slot.forget()
+        raise
+    slot.forget()
+    if switch:
+        slot.switch(version)
+    return ap.h
+
+
+def _resume(ap, slot, sink, url):
+    # Continue from the journal's resume record when it is this patch's and the flash still
+    # holds what it says (the door re-hashes that prefix); otherwise start from byte 0.
+    import binascii
+
+    offset, saved = slot.resume_point(url)
+    if not offset or not isinstance(saved, list) or len(saved) != 4:
+        slot.restart()
+        return
+    patch_at, unit, header, validator = saved
+    try:
+        ap.resume(binascii.unhexlify(header), (patch_at, offset, unit))
+    except (PatchError, ValueError, TypeError) as e:
+        log.warn("fota", "delta resume record unusable (%s): from byte 0" % (e,))
+        slot.restart()
+        return
+    sink.header = header
+    sink.validator = validator
+    log.info("fota", "delta: resuming at patch byte", patch_at, "output", offset)

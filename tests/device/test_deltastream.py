@@ -1,0 +1,287 @@
+# Streamed delta updates (format 2) on the virtual board: the patch applied as it arrives over
+# HTTP (a real server on loopback) into the spare slot through the door, resumed with Range
+# after a dropped connection and from the last checkpoint after a power cut, other tasks
+# running during the apply, every class of bad patch refused with nothing switched, and the
+# viper inner loop against its Python twin (fixtures: tests/fixtures_delta.py).
+import vb
+
+TIMEOUT = 120
+
+
+def _slot_sha256(size):
+    import binascii
+    import hashlib
+
+    import board
+
+    _, spare = board.ota_slots()
+    buf = bytearray(4096)
+    digest = hashlib.sha256()
+    pos = 0
+    while pos < size:
+        k = min(size - pos, 4096)
+        spare.readblocks(pos // 4096, buf)
+        digest.update(memoryview(buf)[:k])
+        pos += k
+    return binascii.hexlify(digest.digest()).decode()
+
+
+async def _seen(base, tag):
+    # The requests the server recorded with ?tag=...
+    import json
+
+    from mpfota import http
+
+    resp = await http.request("GET", base + "/_requests?tag=" + tag, bytearray(1024))
+    try:
+        return json.loads(await resp.read(16384))
+    finally:
+        await resp.aclose()
+
+
+def _range(req):
+    for k, v in req["headers"]:
+        if k.lower() == "range":
+            return v
+    return None
+
+
+def _stored_bytes(os, path):
+    # Bytes in all files under path.
+    total = 0
+    for name, kind, *_ in os.ilistdir(path):
+        full = path.rstrip("/") + "/" + name
+        total += _stored_bytes(os, full) if kind == 0x4000 else os.stat(full)[6]
+    return total
+
+
+async def test_streamed_apply_end_to_end(delta_stream, delta_stream_board):
+    vb.boot()
+    import os
+
+    import board
+    import vpartition
+    from mpfota import confirm, deltafetch
+
+    seen = []
+    stored = _stored_bytes(os, "/")
+    h = await deltafetch.fetch(delta_stream["url"], version=delta_stream["new_version"],
+                               progress=lambda done, total: seen.append(done))
+    assert h.to_size == delta_stream["size"]
+    assert seen == sorted(seen) and seen[-1] == h.to_size
+    assert vpartition.boot_record() == (1, "new")
+    # Nothing staged on the filesystem: only the journal's few hundred bytes changed.
+    assert abs(_stored_bytes(os, "/") - stored) < 1024 < delta_stream["patch_size"]
+    assert vb.reboot() == 1
+    assert board.core_version() == delta_stream["new_version"]
+    assert confirm.status() == "pending"
+
+
+async def test_other_tasks_run_during_the_apply(delta_stream, delta_stream_board):
+    # A periodic "timer" task and a busy task both run while the patch is applied: each sees
+    # the slot part-written several times (the apply yields at least once per sector).
+    vb.boot()
+    import asyncio
+
+    from mpfota import deltafetch
+    from mpfota.slot import Slot
+
+    slot = Slot()
+    size = delta_stream["size"]
+    timer_saw = set()
+    task_saw = set()
+    running = [True]
+
+    async def timer():
+        while running[0]:
+            if 0 < slot.flushed < size:
+                timer_saw.add(slot.flushed)
+            await asyncio.sleep_ms(0)
+
+    async def busy():
+        while running[0]:
+            if 0 < slot.written < size:
+                task_saw.add(slot.written)
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(timer()), asyncio.create_task(busy())]
+    await deltafetch.fetch(delta_stream["url"], slot=slot, switch=False)
+    running[0] = False
+    for t in tasks:
+        await t
+    assert slot.verified
+    assert len(timer_saw) >= 3, timer_saw
+    assert len(task_saw) >= 3, task_saw
+
+
+async def test_dropped_connection_resumes_with_range(delta_stream, delta_stream_board):
+    # The first answer stops mid-patch; the apply goes on from the next patch byte with a
+    # Range request, its place kept in RAM (not even at a unit boundary).
+    vb.boot()
+    from mpfota import deltafetch
+
+    cut = delta_stream["patch_size"] // 2 + 7
+    url = delta_stream["drop_url"] + "?tag=drop&at=%d" % cut
+    h = await deltafetch.fetch(url, switch=False, retries=1)
+    assert _slot_sha256(h.to_size) == delta_stream["sha256"]
+    seen = await _seen(delta_stream["base"], "drop")
+    assert len(seen) == 2
+    assert _range(seen[0]) is None
+    assert _range(seen[1]) == "bytes=%d-" % cut
+
+
+async def test_power_cut_resumes_from_the_last_checkpoint(delta_stream, delta_stream_board):
+    # The power goes mid-apply (the progress callback raises); the next call finds the apply
+    # state in the journal, re-hashes the slot's prefix and asks only for the rest.
+    vb.boot()
+    import vpartition
+    from mpfota import deltafetch, journal
+
+    url = delta_stream["url"] + "?tag=cut"
+
+    def power_cut(done, total):
+        if done > total // 2:
+            raise OSError(5)
+
+    try:
+        await deltafetch.fetch(url, progress=power_cut)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the cut did not happen")
+    rec = journal.get("dl")
+    assert rec and rec["key"] == url and rec["offset"] % 4096 == 0 and rec["offset"] > 0, rec
+    patch_at = rec["validator"][0]
+    assert 0 < patch_at < delta_stream["patch_size"]
+    assert vpartition.boot_record() is None
+    h = await deltafetch.fetch(url, version=delta_stream["new_version"])
+    assert h.to_size == delta_stream["size"]
+    assert vpartition.boot_record() == (1, "new")
+    assert journal.get("dl") is None
+    seen = await _seen(delta_stream["base"], "cut")
+    assert [_range(r) for r in seen] == [None, "bytes=%d-" % patch_at]
+
+
+async def _refused(delta_stream, name):
+    vb.boot()
+    import board
+    import vpartition
+    from mpfota import deltafetch, journal
+    from mpfota.errors import FotaError
+
+    try:
+        await deltafetch.fetch(delta_stream["bad"][name], retries=0)
+    except FotaError as e:
+        assert e.code == -9, e
+        assert delta_stream["expect"][name] in e.msg, (name, e.msg)
+        if name == "wrong_base":
+            assert "unit 0:" not in e.msg and e.reason == "base", e.msg  # found mid-stream
+    else:
+        raise AssertionError("bad patch %s was applied" % name)
+    assert vpartition.boot_record() is None, "nothing may be switched"
+    assert journal.get("dl") is None, "a refused patch leaves no resume record"
+    assert board.core_version() == delta_stream["old_version"]
+    assert vb.reboot() == 0
+
+
+async def test_refuses_bad_magic(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "magic")
+
+
+async def test_refuses_header_cut(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "header_cut")
+
+
+async def test_refuses_header_crc(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "header_crc")
+
+
+async def test_refuses_cut_mid_sector(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "cut_mid_sector")
+
+
+async def test_refuses_unit_crc(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "unit_crc")
+
+
+async def test_refuses_bad_deflate(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "bad_deflate")
+
+
+async def test_refuses_bad_varint(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "bad_varint")
+
+
+async def test_refuses_unit_header(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "unit_header")
+
+
+async def test_refuses_wrong_base_mid_stream(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "wrong_base")
+
+
+async def test_refuses_too_long(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "too_long")
+
+
+async def test_refuses_too_short(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "too_short")
+
+
+async def test_refuses_seek(delta_stream, delta_stream_board):
+    await _refused(delta_stream, "seek")
+
+
+def _apply_file(old_path, patch_path):
+    # The Applier alone (no board): base and patch from files, output hashed.
+    import binascii
+    import hashlib
+
+    import deflate
+    from mpfota import deltastream
+
+    with open(old_path, "rb") as f:
+        old = memoryview(f.read())
+    digest = hashlib.sha256()
+
+    class Sink:
+        def write(self, mv):
+            digest.update(mv)
+
+        def checkpoint(self, state):
+            pass
+
+    def read_old(pos, mv):
+        mv[:] = old[pos:pos + len(mv)]
+
+    ap = deltastream.Applier(Sink(), read_old,
+                             lambda src, w: deflate.DeflateIO(src, deflate.RAW, w))
+    buf = bytearray(1460)
+    mv = memoryview(buf)
+    with open(patch_path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            off = 0
+            while off < n:
+                off += ap.feed(mv[off:n])
+                while ap.step():
+                    pass
+    ap.end()
+    return binascii.hexlify(digest.digest()).decode()
+
+
+def test_realistic_pairs_viper_and_python(delta_stream_pairs):
+    from mpfota import deltastream
+
+    viper = deltastream.add_runs
+    assert viper is not deltastream._add_runs_py, "the unix port has viper"
+    try:
+        for pair in delta_stream_pairs:
+            for kernel in (viper, deltastream._add_runs_py):
+                deltastream.add_runs = kernel
+                got = _apply_file(pair["old"], pair["patch"])
+                assert got == pair["sha256"], (pair["kind"], kernel)
+    finally:
+        deltastream.add_runs = viper
