@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
@@ -52,6 +54,13 @@ def compiled(work: Path, src: Path) -> Path:
     return dest
 
 
+@dataclass(frozen=True)
+class Run:
+    stdout: str
+    ms: int | None  # what the script reported as elapsed_ms
+    cpu_ms: int  # the process's user + system CPU time (boot and imports included)
+
+
 class DeviceRunner:
     """Runs `script` with MICROPYPATH = `path` (compiled folders; default: the unix board and
     the device modules) and MPFOTA_FLASH = the board folder of each run."""
@@ -63,23 +72,43 @@ class DeviceRunner:
         self.env = dict(os.environ, MPFOTA_FROZEN="0",
                         MICROPYPATH=":".join([*map(str, path), ".frozen"]))
 
-    def output(self, board: Path, *args: str, heap_kb: int | None = None) -> str | None:
-        """The stdout of one run of the script on `board`, or None when it did not complete."""
+    def measure(self, board: Path, *args: str, heap_kb: int | None = None) -> Run | None:
+        """One run of the script on `board`, or None when it did not complete."""
         cmd = [paths.micropython()]
         if heap_kb:
             cmd += ["-X", f"heapsize={heap_kb}K"]
         cmd += [str(self.script), *args]
-        proc = subprocess.run(cmd, env=dict(self.env, MPFOTA_FLASH=str(board)),
-                              capture_output=True, text=True, timeout=600, check=False)
-        return proc.stdout if proc.returncode == 0 else None
+        proc = subprocess.Popen(cmd, env=dict(self.env, MPFOTA_FLASH=str(board)),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        timer = threading.Timer(600, proc.kill)
+        timer.start()
+        try:
+            out = proc.stdout.read()
+            # wait4 gives this child's own CPU time: unlike wall time, it hardly moves when
+            # other jobs load the machine.
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+            proc.stdout.close()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
+        if proc.returncode != 0:
+            return None
+        ms = None
+        for line in out.splitlines():
+            if line.startswith("elapsed_ms:"):
+                ms = int(line.split()[1])
+        return Run(out, ms, round(cpu * 1000))
+
+    def output(self, board: Path, *args: str, heap_kb: int | None = None) -> str | None:
+        """The stdout of one run of the script on `board`, or None when it did not complete."""
+        run = self.measure(board, *args, heap_kb=heap_kb)
+        return None if run is None else run.stdout
 
     def run(self, board: Path, *args: str, heap_kb: int | None = None) -> int | None:
         """Elapsed ms of one run of the script on `board`, or None when it did not complete."""
-        out = self.output(board, *args, heap_kb=heap_kb)
-        for line in (out or "").splitlines():
-            if line.startswith("elapsed_ms:"):
-                return int(line.split()[1])
-        return None
+        run = self.measure(board, *args, heap_kb=heap_kb)
+        return None if run is None else run.ms
 
     def min_heap_kb(self, board: Path | Callable[[], Path], *args: str, low: int = 4,
                     high: int = 512) -> int:

@@ -29,7 +29,7 @@ def test_bench_prints_download_and_code_figures():
     figures = _figures(proc.stdout)
     for name in ("download.throughput_ratio.1MB", "download.min_heap_kb.1MB",
                  "download.baseline_heap_kb", "download.working_heap_kb.1MB",
-                 "download.code_kb"):
+                 "download.cpu_ratio.1MB", "download.code_kb"):
         assert name in figures, proc.stdout
         assert float(figures[name]) > 0
     assert int(figures["download.min_heap_kb.1MB"]) > int(figures["download.baseline_heap_kb"])
@@ -51,9 +51,9 @@ def test_bench_peer_prints_the_comparison():
     proc = _bench("--sizes", "", "--peer", str(PEER))
     figures = _figures(proc.stdout)
     assert not any(k.startswith("download.") for k in figures)  # --sizes '' skips them
-    assert float(figures["peer.speed_ratio"]) > 0
+    assert float(figures["peer.speed_ratio"]) > 0 and float(figures["peer.wall_ratio"]) > 0
     for name in ("mpfota", "glenn20"):
-        assert int(figures[f"peer.{name}_ms"]) > 0
+        assert int(figures[f"peer.{name}_ms"]) > 0 and int(figures[f"peer.{name}_cpu_ms"]) > 0
         assert 0 < int(figures[f"peer.{name}_heap_above_board_kb"]) < 1024
     assert int(figures["peer.board_heap_kb"]) > 0
     assert "bench: peer:" in proc.stderr
