@@ -25,6 +25,9 @@
     data = await resp.read(limit=1024)   # at most `limit` body bytes (to log an error body)
     await resp.aclose()           # or resp.close(); also done when the body is complete
 
+What only some transactions need loads when one does: chunked decoding (mpfota.httpchunk),
+redirect targets (mpfota.httpredirect), TLS (mpfota.httptls and ssl, for https URLs).
+
 Every status comes back to the caller (200 and 206 carry data; others have their body
 readable). Redirects 301/302/303/307/308 are followed (303 turns the request into a GET
 without a body); Range and If-Range are sent again on every hop. A 206 whose Content-Range

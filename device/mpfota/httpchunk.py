@@ -14,7 +14,6 @@ except ImportError:  # CPython
 from mpfota.httpparse import ParseError
 
 _MAX_HEX = const(12)  # chunk sizes: up to 2**48 - 1 bytes (no bignums from a hostile peer)
-_MAX_TRAILERS = const(65)  # trailer lines before the empty one (the head's limit + 1)
 _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -37,7 +36,7 @@ async def next_chunk(resp):
     # Read up to the next chunk's data: its size goes to resp._left, or the last chunk and
     # its trailers end the body. A part of Response kept apart so that it loads on demand,
     # hence the use of its private members.
-    from mpfota.http import ERR_BODY, HTTPError
+    from mpfota.http import ERR_BODY, MAX_HEADER_LINES, HTTPError
 
     eof = "server closed the connection in the chunked body"
     if resp._chunks:
@@ -49,7 +48,7 @@ async def next_chunk(resp):
     except ParseError as e:
         raise HTTPError(ERR_BODY, str(e))
     if size == 0:
-        for _ in range(_MAX_TRAILERS):  # trailer lines, up to the empty line
+        for _ in range(MAX_HEADER_LINES + 1):  # trailer lines, up to the empty line
             if not await resp._line(ERR_BODY, eof):
                 resp._finish()
                 return
