@@ -7,32 +7,40 @@
 # state goes into the journal with the door's resume record (section "dl": output offset and the
 # CRC of what is in flash, plus the patch offset, the next unit, the patch header and the
 # answer's validator); after a power cut the next call continues from there, not from byte 0.
+from micropython import const
+
 from mpfota import http, log
 from mpfota.deltastream import Applier, PatchError, apply_stream
 from mpfota.errors import BASE, FOTA_ERROR, FotaError
 from mpfota.slot import Slot
 
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
-_CHUNK = 1024  # network read buffer
+CHECKPOINT = const(65536)  # output bytes between resume records, at least
+_CHUNK = const(512)  # network read buffer (the patch is a tenth of the output)
 
 
 class _Sink:
-    # The Applier's sink: output into the door, checkpoints into the door's resume record.
-    def __init__(self, slot, key):
+    # The Applier's sink: output into the door's sector buffer, checkpoints into the door's
+    # resume record (at most one per CHECKPOINT bytes of output: each is a journal write).
+    def __init__(self, slot, key, every):
         self.slot = slot
+        self.every = every
+        self.space = slot.space
+        self.advance = slot.advance
         self.key = key
         self.ap = None  # the Applier, for its patch header
         self.header = None  # hex of the patch header, kept with every checkpoint
         self.validator = None
-
-    def write(self, mv):
-        self.slot.write(mv)
+        self.saved = 0
 
     def checkpoint(self, state):
         patch_at, out_at, unit = state
+        if out_at - self.saved < self.every:
+            return
         if self.slot.flushed != out_at:  # the door flushes every full sector
             raise FotaError(FOTA_ERROR, "delta: checkpoint at %d, slot at %d"
                             % (out_at, self.slot.flushed))
+        self.saved = out_at
         if self.header is None:
             import binascii
 
@@ -61,19 +69,21 @@ def _fail(msg, reason=None):
 
 
 async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, progress=None,
-                slot=None, **request):
+                slot=None, checkpoint=CHECKPOINT, **request):
     """Apply the format-2 patch at `url` into the spare slot as it downloads; verify; switch
     when `switch`. `request` goes to mpfota.http.request (headers, server_cert, ...).
-    progress(done, total) is called as output is written. Returns the patch header. A bad
+    progress(done, total) is called as output is written; the apply state is saved for a
+    resume at most every `checkpoint` output bytes. Returns the patch header. A bad
     patch raises FotaError(-9, "delta: <cause>"), logged, with nothing switched; transport
     failures raise http.HTTPError once `retries` reconnections have not helped."""
     import binascii
     import time
 
     slot = slot if slot is not None else Slot()
-    sink = _Sink(slot, url)
+    sink = _Sink(slot, url, checkpoint)
     ap = sink.ap = Applier(sink, _base_reader(slot.running), _decoder)
     _resume(ap, slot, sink, url)
+    sink.saved = slot.flushed
     hbuf = bytearray(512)
     chunk = bytearray(_CHUNK)
     deadline = time.ticks_add(time.ticks_ms(), timeout_ms)

@@ -31,7 +31,6 @@ MIN_WBITS = const(9)
 MAX_WBITS = const(15)
 MAX_VARINT_BYTES = const(4)  # 28 bits: every size and seek of a slot image fits
 RAW_BUF = const(256)  # decoded op bytes held at a time
-OUT_BUF = const(512)  # output produced per write() to the sink
 
 # magic, version, wbits, unit_max (largest packed unit), sector_log2 (checkpoint grain),
 # 3 reserved, from_size, from_sha256, to_size, to_sha256, units; then the header CRC-32.
@@ -203,9 +202,10 @@ class Applier:
     feed(mv) takes patch bytes and returns how many it used: it stops once a unit is complete,
     and step() then applies up to one sector of it per call (True while there is more), so a
     caller can yield to the event loop in between (apply_stream does). end() says the patch
-    is over. The sink takes the output: write(mv), and checkpoint(state) after a unit ending
-    on a sector boundary, where state = (patch offset, output offset, next unit) is what
-    resume() needs to carry on from there. read_old(pos, mv) fills mv with base bytes;
+    is over. The sink takes the output the way the slot door does: space() is the free part
+    of its sector buffer, advance(n) takes n bytes written there (a full sector goes to
+    flash); checkpoint(state) comes after a unit ending on a sector boundary, where state =
+    (patch offset, output offset, next unit) is what resume() needs to carry on from there. read_old(pos, mv) fills mv with base bytes;
     decoder(src, wbits) reads the raw DEFLATE data in src (deflate.DeflateIO on the board).
     Anything wrong raises PatchError."""
 
@@ -226,8 +226,6 @@ class Applier:
         self.raw = bytearray(RAW_BUF)
         self.rmv = memoryview(self.raw)
         self.st = array.array("i", (0, 0, 0, 0))  # raw position, raw end, zeros, nonzero
-        self.out = bytearray(OUT_BUF)
-        self.omv = memoryview(self.out)
 
     def resume(self, header, state):
         # Carry on from a checkpoint: header = the patch's first HEADER_SIZE bytes, state as
@@ -321,20 +319,18 @@ class Applier:
     # --- applying --------------------------------------------------------------------------
 
     def step(self):
-        # Apply up to the next sector boundary of the output; False when the unit is done.
+        # Fill the sink's sector buffer (or end the unit); False when the unit is done.
         if self.phase != _APPLY:
             return False
-        sector = self.h.sector
-        goal = self.out_at - self.out_at % sector + sector
-        omv = self.omv
         try:
-            while self.left and self.out_at < goal:
-                k = min(OUT_BUF, goal - self.out_at, self.left)
-                self._produce(omv[:k])
-                self.ocrc = _crc32(omv[:k], self.ocrc)
-                self.sink.write(omv[:k])
-                self.out_at += k
-                self.left -= k
+            mv = self.sink.space()
+            k = min(len(mv), self.left)
+            mv = mv[:k]
+            self._produce(mv)
+            self.ocrc = _crc32(mv, self.ocrc)
+            self.sink.advance(k)
+            self.out_at += k
+            self.left -= k
             if not self.left:
                 self._end_unit()
         except (OSError, EOFError) as e:

