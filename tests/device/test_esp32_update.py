@@ -67,3 +67,30 @@ async def test_one_read_of_the_slot_and_the_running_app_refused(esp32_board, upd
     await download.fetch(update_server["base"] + img["path"], md5=img["md5"])
     assert slot.reads == reads + 1
     assert vpartition.boot_record() == (1, "new")
+
+
+def test_read_back_is_the_guard_of_what_the_header_check_does_not_read(esp32_board,
+                                                                       esp32_images):
+    # On ESP32 the door's image check reads only the header (set_boot() checks the rest), so a
+    # sector that changed after it was written, inside the body or after the image, is the
+    # read-back's to refuse, with its reason.
+    with open(esp32_images + "/good.bin", "rb") as f:  # before the board's filesystem is at /
+        app = f.read()
+    vb.boot()
+    import vpartition
+    from mpfota import slot
+    from mpfota.errors import DIGEST, FotaError
+
+    tail = bytes(range(256)) * 32  # 8 KiB after the image: no image check covers it
+    for sector in (2, (len(app) + 4095) // 4096):
+        s = slot.Slot()
+        s.write(app + tail)
+        s.finish()
+        s.spare.writeblocks(sector, bytes(4096))
+        try:
+            s.verify(len(app) + len(tail))
+        except FotaError as e:
+            assert e.reason == DIGEST and "read-back" in e.msg, e
+        else:
+            raise AssertionError("sector %d changed after the write must be refused" % sector)
+    assert vpartition.boot_record() is None
