@@ -7,6 +7,8 @@ Download figures (virtual board, loopback HTTP, device modules compiled with mpy
                                       through libfota2 (raw image, an app without lsys); the
                                       board and MicroPython's frozen modules are not counted
     download.modules                  how many they are
+    download.slot_reads               full reads of the spare slot after the write, in that
+                                      update (the door verifies in one read: 1)
     download.module_kb.<module>       each of them, largest first
     download.throughput_ratio.<size>  a straight reference loop doing the same work (HTTP GET,
                                       MD5 + SHA-256, sector erase + program, SHA-256 read-back)
@@ -86,12 +88,16 @@ def code_figures(bench: DeviceRunner, mpy: Path, board: Path, url: str
     if out is None:
         raise UserError("the libfota2 core update on the virtual board failed")
     sizes = {}
+    reads = "?"
     for line in out.splitlines():
+        if line.startswith("slot_reads: "):
+            reads = line.split()[1]
         if line.startswith("module: "):
             name = line[8:].strip()
             f = module_file(mpy, name)
             if f is not None:
                 sizes[name] = f.stat().st_size
+    yield ("download.slot_reads", reads)
     yield ("download.code_kb", f"{sum(sizes.values()) / 1024:.1f}")
     yield ("download.modules", str(len(sizes)))
     for name, size in sorted(sizes.items(), key=lambda kv: -kv[1]):

@@ -40,6 +40,9 @@ def libfota2_update(url):
         raise OSError("libfota2 result %d" % ret)
     for name in sys.modules:
         print("module:", name)
+    from mpfota import slot
+
+    print("slot_reads:", slot.reads)  # full reads of the spare slot after the write
     return 0
 
 

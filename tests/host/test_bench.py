@@ -39,6 +39,7 @@ def test_bench_prints_download_and_code_figures():
     assert {"libfota2", "mpfota.http", "mpfota.download"} <= modules, modules
     assert not modules & {"board", "bootrom", "lsys", "lnet", "asyncio", "asyncio.core"}
     assert int(figures["download.modules"]) == len(modules)
+    assert figures["download.slot_reads"] == "1", "one read feeds read-back and image check"
     total = sum(float(figures[f"download.module_kb.{m}"]) for m in modules)
     assert abs(total - float(figures["download.code_kb"])) < 0.1 * len(modules)
     assert "bench: download 1MB" in proc.stderr  # each phase is announced as it starts
