@@ -11,6 +11,7 @@
 # package goes to mpfota.package.Installer, which writes its core section through the same
 # Slot and buffer and stages its script set. A dropped connection resumes inside the package
 # (Range from the installer's resume offset); after a power cut a package starts from byte 0.
+# A format-2 delta patch ("MPFD" version 2) goes to mpfota.deltafetch, applied as it streams.
 from micropython import const
 
 from mpfota import http, log
@@ -58,9 +59,15 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
     raises FotaError(errors.ALREADY_RUNNING) after its first bytes, with nothing written."""
     try:
         slot = Slot()
+        if isinstance(slot.saved_validator(url), list):  # a streamed delta, cut by a power loss
+            return await _delta(slot, url, version, switch, retries, timeout_ms, progress,
+                                request)
         pkg = _Package(slot, package, progress, md5, sha256)
         got = await _receive(slot, method, url, length, timeout_ms, retries, progress,
                              checkpoint, range_always, request, pkg)
+        if got is _DELTA:
+            return await _delta(slot, url, version, switch, retries, timeout_ms, progress,
+                                request)
         if isinstance(got, Result):
             return got
         if pkg.inst is not None:
@@ -105,6 +112,8 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
                     return 0
                 if resp.status == 200 or offset == 0:
                     n = await _sniff(resp, slot, offset)
+                    if n >= 5 and bytes(slot.buf[:5]) == _DELTA_MAGIC:
+                        return _DELTA
                     if _is_package(slot.buf, n):
                         pkg.start(resp.etag or resp.last_modified)
                         await pkg.feed(resp, 0, bytes(slot.buf[:n]))
@@ -148,6 +157,20 @@ async def _sniff(resp, slot, offset):
 
 # mpfota.package.MAGIC (a test checks they agree): a raw image need not load the package parser.
 _PACKAGE_MAGIC = b"MPFP"
+# A format-2 delta patch (mpfota.deltastream.MAGIC + VERSION): applied as it streams.
+_DELTA_MAGIC = b"MPFD\x02"
+_DELTA = object()
+
+
+async def _delta(slot, url, version, switch, retries, timeout_ms, progress, request):
+    # The body is a streamed delta patch (docs/delta.md): mpfota.deltafetch asks for it again
+    # and applies it through the same slot (a power-cut resume record of its own kind leads here
+    # too).
+    from mpfota import deltafetch
+
+    h = await deltafetch.fetch(url, version=version, switch=switch, retries=retries,
+                               timeout_ms=timeout_ms, progress=progress, slot=slot, **request)
+    return Result(200, h.to_size)
 
 
 def _is_package(buf, n):

@@ -162,6 +162,39 @@ async def test_power_cut_resumes_from_the_last_checkpoint(delta_stream, delta_st
     assert [_range(r) for r in seen] == [None, "bytes=%d-" % patch_at]
 
 
+async def test_download_fetch_applies_a_streamed_patch(delta_stream, delta_stream_board):
+    # The engine's route (libfota2, update, fota): download.fetch sees the patch's first bytes
+    # and hands it to deltafetch; after a power cut the same call resumes the apply.
+    vb.boot()
+    import vpartition
+    from mpfota import deltafetch, download, journal
+
+    url = delta_stream["url"] + "?tag=route"
+
+    def power_cut(done, total):
+        if done > total // 2:
+            raise OSError(5)
+
+    try:
+        await download.fetch(url, progress=power_cut)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the cut did not happen")
+    assert journal.get("dl") is None  # cut before its first 64 KiB resume point
+    try:
+        await deltafetch.fetch(url, progress=power_cut, checkpoint=4096)
+    except OSError:
+        pass
+    patch_at = journal.get("dl")["validator"][0]
+    r = await download.fetch(url, version=delta_stream["new_version"])
+    assert r.status == 200 and r.size == delta_stream["size"]
+    assert vpartition.boot_record() == (1, "new")
+    seen = await _seen(delta_stream["base"], "route")
+    # sniffed, asked again, cut; asked, cut after a checkpoint; resumed by download.fetch
+    assert [_range(q) for q in seen] == [None, None, None, "bytes=%d-" % patch_at]
+
+
 async def _refused(delta_stream, name):
     vb.boot()
     import board
