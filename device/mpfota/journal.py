@@ -41,6 +41,8 @@ def load():
         return {}
     _damage = _check(raw)
     if _damage is not None:
+        if len(raw) >= 8:  # keep counting up from what the damaged header may still say
+            _seq = max(_seq, _u32(raw, 4))
         return {}
     _seq = _u32(raw, 4)
     try:
