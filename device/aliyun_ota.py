@@ -696,18 +696,33 @@ class AliyunOta:
         return 100, ""
 
     async def _download_delta(self, job):
-        # isDiff=1: the patch into delta.PATCH_PATH (digests checked), then the new core is
-        # rebuilt from the running slot into the spare one, verified and switched
-        # (mpfota.delta). The patch file is removed either way.
+        # isDiff=1: a format-2 patch is applied as it downloads (mpfota.deltafetch, the file's
+        # digests checked before the switch). A format-1 patch goes into delta.PATCH_PATH
+        # (digests checked), then the new core is rebuilt from the running slot into the spare
+        # one, verified and switched (mpfota.delta); the patch file is removed either way.
         import hashlib
         import os
 
-        from mpfota import delta, http
+        from mpfota import deltafetch, delta, http
         from mpfota.errors import ALREADY_RUNNING, FotaError
 
         spec = job.files[0]
         self._last_progress = None
         log.info("aliyun", "delta upgrade to", job.version, "from", spec.url)
+        try:
+            await deltafetch.fetch(spec.url, version=job.version, md5=spec.md5,
+                                   sha256=spec.sha256, size=spec.size,
+                                   progress=lambda done, total: self._progress(done, total))
+            return 100, ""
+        except http.HTTPError as e:
+            return STEP_DOWNLOAD_FAILED, "download failed: %s" % e
+        except FotaError as e:
+            if e.code == ALREADY_RUNNING:
+                return None, e.msg
+            if "unsupported format version 1" not in e.msg:
+                return STEP_VERIFY_FAILED, "delta refused: %s" % e.msg
+        except OSError as e:
+            return STEP_FLASH_FAILED, "flash write failed: %r" % e
         try:
             os.mkdir("/.mpfota")
         except OSError:

@@ -396,6 +396,7 @@ class StreamSet:
             "bad": {name: f"{base}/blob/dstream-bad-{name}" for name in self.bad},
             "expect": dict(STREAM_BAD),
             "patch_size": len(self.patch.data),
+            "patch_md5": hashlib.md5(self.patch.data).hexdigest(),
             "units": h.units,
             "size": len(self.new),
             "sha256": hashlib.sha256(self.new).hexdigest(),

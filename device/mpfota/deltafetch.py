@@ -69,11 +69,13 @@ def _fail(msg, reason=None):
 
 
 async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, progress=None,
-                slot=None, checkpoint=CHECKPOINT, **request):
+                slot=None, checkpoint=CHECKPOINT, md5=None, sha256=None, size=None, **request):
     """Apply the format-2 patch at `url` into the spare slot as it downloads; verify; switch
     when `switch`. `request` goes to mpfota.http.request (headers, server_cert, ...).
     progress(done, total) is called as output is written; the apply state is saved for a
-    resume at most every `checkpoint` output bytes. Returns the patch header. A bad
+    resume at most every `checkpoint` output bytes. md5 / sha256 / size: of the patch file
+    (Aliyun's job), checked before anything is switched; a hash cannot be saved, so with them
+    a power cut starts the patch again from byte 0. Returns the patch header. A bad
     patch raises FotaError(-9, "delta: <cause>"), logged, with nothing switched; transport
     failures raise http.HTTPError once `retries` reconnections have not helped."""
     import binascii
@@ -82,7 +84,13 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     slot = slot if slot is not None else Slot()
     sink = _Sink(slot, url, checkpoint)
     ap = sink.ap = Applier(sink, _base_reader(slot.running), _decoder)
-    _resume(ap, slot, sink, url)
+    hashed = _Hashed(md5, sha256)
+    if hashed.on:
+        sink.every = 1 << 30  # no resume records: they could not carry the hashes
+        slot.forget()
+        slot.restart()
+    else:
+        _resume(ap, slot, sink, url)
     sink.saved = slot.flushed
     hbuf = bytearray(512)
     chunk = bytearray(_CHUNK)
@@ -104,7 +112,7 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
                                     "server?)" % (resp.status, at))
                     if sink.validator is None:
                         sink.validator = resp.etag or resp.last_modified
-                    await apply_stream(ap, resp, chunk, progress)
+                    await apply_stream(ap, hashed.wrap(resp), chunk, progress)
                 finally:
                     await resp.aclose()
                 break
@@ -115,6 +123,9 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
                 log.warn("fota", "delta download interrupted (%s): retry %d at %d"
                          % (e, attempt, ap.patch_at))
         h = ap.h
+        if size is not None and ap.patch_at != size:
+            raise _fail("patch of %d bytes, expected %d" % (ap.patch_at, size))
+        hashed.check()
         slot.verify(h.to_size, sha256=binascii.hexlify(h.to_sha256).decode())
     except PatchError as e:
         slot.forget()
@@ -147,3 +158,39 @@ def _resume(ap, slot, sink, url):
     sink.header = header
     sink.validator = validator
     log.info("fota", "delta: resuming at patch byte", patch_at, "output", offset)
+
+
+class _Hashed:
+    # MD5 / SHA-256 of the patch bytes as they arrive (Range continuations keep the order).
+    def __init__(self, md5, sha256):
+        import hashlib
+
+        self.want = (md5, sha256)
+        self.on = bool(md5 or sha256)
+        self.md5 = hashlib.md5() if md5 else None
+        self.sha = hashlib.sha256() if sha256 else None
+        self.resp = None
+
+    def wrap(self, resp):
+        if not self.on:
+            return resp
+        self.resp = resp
+        return self
+
+    async def readinto(self, mv):
+        n = await self.resp.readinto(mv)
+        if n:
+            if self.md5 is not None:
+                self.md5.update(mv[:n])
+            if self.sha is not None:
+                self.sha.update(mv[:n])
+        return n
+
+    def check(self):
+        import binascii
+
+        for name, h, want in (("md5", self.md5, self.want[0]), ("sha256", self.sha, self.want[1])):
+            if h is not None:
+                got = binascii.hexlify(h.digest()).decode()
+                if got != want.lower():
+                    raise _fail("patch file %s %s, expected %s" % (name, got, want))

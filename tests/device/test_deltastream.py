@@ -195,6 +195,26 @@ async def test_download_fetch_applies_a_streamed_patch(delta_stream, delta_strea
     assert [_range(q) for q in seen] == [None, None, None, "bytes=%d-" % patch_at]
 
 
+async def test_patch_file_digests_are_checked_before_the_switch(delta_stream,
+                                                               delta_stream_board):
+    # Aliyun's job carries the patch file's digest: a wrong one refuses the rebuilt image.
+    vb.boot()
+    import vpartition
+    from mpfota import deltafetch
+    from mpfota.errors import FotaError
+
+    try:
+        await deltafetch.fetch(delta_stream["url"], md5="0" * 32)
+    except FotaError as e:
+        assert "patch file md5" in e.msg, e.msg
+    else:
+        raise AssertionError("a wrong patch digest was accepted")
+    assert vpartition.boot_record() is None
+    await deltafetch.fetch(delta_stream["url"], md5=delta_stream["patch_md5"],
+                           size=delta_stream["patch_size"])
+    assert vpartition.boot_record() == (1, "new")
+
+
 async def _refused(delta_stream, name):
     vb.boot()
     import board
