@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mpfota-setup
 PORT  ?=
 APT_PACKAGES := mosquitto nginx openssl postgresql chromium lua5.4
 
-.PHONY: setup demo test bench deploy sweep fuzz lint clean diagrams
+.PHONY: setup demo test bench deploy sweep fuzz mutate lint clean diagrams
 
 setup: $(STAMP) apt deps/umqtt/simple.py
 
@@ -55,6 +55,11 @@ MPFOTA_FUZZ_EXAMPLES ?= 5000
 fuzz: setup
 	MPFOTA_FUZZ_EXAMPLES=$(MPFOTA_FUZZ_EXAMPLES) $(PY) -m pytest -q tests/host/test_fuzz_parsers.py \
 	  tests/host/test_fuzz_http_client.py tests/host/test_fuzz_package.py
+
+# Deliberate breakages of the safety checks (tests/mutants.py), each in a scratch copy of the
+# repository: every one must make its tests fail (docs/reliability.md, "make mutate").
+mutate: setup
+	$(PY) tests/mutate.py
 
 bench: setup
 	$(VENV)/bin/mpfota bench
