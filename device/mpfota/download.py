@@ -62,16 +62,18 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
         if isinstance(slot.saved_validator(url), list):  # a streamed delta, cut by a power loss
             return await _delta(slot, url, version, switch, retries, timeout_ms, progress,
                                 request)
-        pkg = _Package(slot, package, progress, md5, sha256)
-        got = await _receive(slot, method, url, length, timeout_ms, retries, progress,
-                             checkpoint, range_always, request, pkg)
+        got, pkg = await _receive(slot, method, url, length, timeout_ms, retries, progress,
+                                  checkpoint, range_always, request,
+                                  (package, progress, md5, sha256))
         if got is _DELTA:
             return await _delta(slot, url, version, switch, retries, timeout_ms, progress,
                                 request)
         if isinstance(got, Result):
             return got
-        if pkg.inst is not None:
-            return pkg.finish(length, switch)
+        if pkg is not None:
+            r = Result(200, got)
+            r.manifest = pkg.finish(length, switch)
+            return r
         try:
             slot.verify(length if length is not None else got, md5, sha256)
         finally:
@@ -86,14 +88,16 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
 
 
 async def _receive(slot, method, url, length, timeout_ms, retries, progress, checkpoint,
-                   range_always, request, pkg):
-    # The body into the slot (or into pkg's installer), resuming after drops; returns its size,
-    # or the Result of a non-2xx answer.
+                   range_always, request, pkg_args):
+    # The body into the slot, resuming after drops. Returns (size, None), (the Result of a
+    # non-2xx answer, None), (_DELTA, None), or (package size, the mpfota.downloadpkg.Fetch
+    # holding the package found in the body; pkg_args: what it needs).
     import time
 
     hbuf = bytearray(1024)
     deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
     offset, validator = slot.resume_point(url)
+    pkg = None
     attempt = 0
     while True:
         remaining = time.ticks_diff(deadline, time.ticks_ms())
@@ -106,20 +110,25 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
             try:
                 if resp.status not in (200, 206):
                     text = (await resp.read(512)).decode("utf-8", "replace")
-                    return Result(resp.status, 0, text, resp.location, resp.retry_after)
-                if pkg.inst is not None:
+                    return Result(resp.status, 0, text, resp.location, resp.retry_after), None
+                if pkg is not None:
                     await pkg.feed(resp, 0 if resp.status == 200 else offset)
-                    return 0
+                    return pkg.size(), pkg
                 if resp.status == 200 or offset == 0:
                     n = await _sniff(resp, slot, offset)
                     if n >= 5 and bytes(slot.buf[:5]) == _DELTA_MAGIC:
-                        return _DELTA
+                        return _DELTA, None
                     if _is_package(slot.buf, n):
-                        pkg.start(resp.etag or resp.last_modified)
+                        from mpfota import downloadpkg
+
+                        pkg = downloadpkg.Fetch(slot, resp.etag or resp.last_modified,
+                                                *pkg_args)
                         await pkg.feed(resp, 0, bytes(slot.buf[:n]))
-                        return 0
-                    return await _take(resp, slot, url, 0, length, progress, checkpoint, n)
-                return await _take(resp, slot, url, offset, length, progress, checkpoint)
+                        return pkg.size(), pkg
+                    got = await _take(resp, slot, url, 0, length, progress, checkpoint, n)
+                    return got, None
+                got = await _take(resp, slot, url, offset, length, progress, checkpoint)
+                return got, None
             except http.HTTPError as e:
                 e.in_body = True  # after the answer's head: libfota2 reports a cut body as 4
                 raise
@@ -128,9 +137,10 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
         except http.HTTPError as e:
             attempt += 1
             if e.code not in _RETRYABLE or attempt > retries:
-                pkg.abort()
+                if pkg is not None:
+                    pkg.abort()
                 raise
-            if pkg.inst is not None:
+            if pkg is not None:
                 offset = pkg.resume_offset()
                 validator = pkg.validator
             else:
@@ -175,91 +185,6 @@ async def _delta(slot, url, version, switch, retries, timeout_ms, progress, requ
 
 def _is_package(buf, n):
     return n >= 4 and bytes(buf[:4]) == _PACKAGE_MAGIC
-
-
-class _Package:
-    # The update package found in the body, if any: its installer, the first answer's
-    # validator, and the whole-file digests when the caller asked for md5 / sha256 (then a
-    # retry starts again from byte 0, so that every byte is hashed in one pass).
-    def __init__(self, slot, kw, progress, md5, sha256):
-        self.slot = slot
-        self.kw = kw or {}
-        self.progress = progress
-        self.want = (md5, sha256)
-        self.inst = None
-        self.hashed = None
-        self.validator = None
-
-    def start(self, validator):
-        from mpfota import package
-
-        self.slot.forget()  # power-cut resume does not apply to packages
-        self.inst = package.Installer(slot=self.slot, progress=self.progress, **self.kw)
-        self.validator = validator
-
-    async def feed(self, resp, offset, head=None):
-        src = resp
-        if self.want[0] or self.want[1]:
-            self.hashed = src = _Hashed(resp, head or b"", self.want)
-        if head is None:
-            await self.inst.feed(src, offset)
-            return
-        if len(head) < _SNIFF:
-            from mpfota.package import TRUNCATED, PackageError
-
-            raise PackageError(TRUNCATED, "package of %d bytes" % len(head))
-        await self.inst.feed(src, 0, header=head)
-
-    def resume_offset(self):
-        return 0 if self.hashed is not None else self.inst.resume_offset()
-
-    def abort(self):
-        if self.inst is not None:
-            self.inst.abort()
-
-    def finish(self, length, switch):
-        m = self.inst.manifest
-        try:
-            if length is not None and m.size != length:
-                raise FotaError(FOTA_ERROR, "package of %d bytes, expected %d" % (m.size, length))
-            if self.hashed is not None:
-                self.hashed.check()
-        except FotaError:
-            self.inst.abort()
-            raise
-        self.inst.commit(switch)
-        r = Result(200, m.size)
-        r.manifest = m
-        return r
-
-
-class _Hashed:
-    # A response whose body bytes are hashed on the way (the whole package file).
-    def __init__(self, resp, head, want):
-        import hashlib
-
-        self.resp = resp
-        self.want = want
-        self.md5 = hashlib.md5(head) if want[0] else None
-        self.sha = hashlib.sha256(head) if want[1] else None
-
-    async def readinto(self, mv):
-        n = await self.resp.readinto(mv)
-        if n:
-            if self.md5:
-                self.md5.update(mv[:n])
-            if self.sha:
-                self.sha.update(mv[:n])
-        return n
-
-    def check(self):
-        import binascii
-
-        for name, h, want in (("md5", self.md5, self.want[0]), ("sha256", self.sha, self.want[1])):
-            if h is not None:
-                got = binascii.hexlify(h.digest()).decode()
-                if got != want.lower():
-                    raise FotaError(FOTA_ERROR, "package %s %s, expected %s" % (name, got, want))
 
 
 async def _take(resp, slot, url, offset, length, progress, checkpoint, sniffed=0):

@@ -68,6 +68,7 @@ FEATURES: tuple[Feature, ...] = (
             "mpfota/deltarun.py",
             "mpfota/deltastream.py",
             "mpfota/download.py",
+            "mpfota/downloadpkg.py",
             "mpfota/http.py",
             "mpfota/httpchunk.py",
             "mpfota/httpparse.py",
