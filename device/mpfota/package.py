@@ -690,10 +690,8 @@ class Installer:
         # The manifest's to.core is a claim the version rules judged; the image's own header
         # says what will boot. They must agree, or the rules judged the wrong version (and a
         # core+scripts set would be dropped at boot as "the core update did not take").
-        import board
-
         want = self.manifest.to["core"]
-        got = board.image_version(self.slot.spare)
+        got = self.slot.image_version()
         if got is None:
             from mpfota import log
 

@@ -242,6 +242,10 @@ class Slot:
         self.verified = True
         return got_md5, _hex(got)
 
+    def image_version(self):
+        # The version the image written into the slot names (board.image_version), or None.
+        return board.image_version(self.spare)
+
     def switch(self, version=None):
         # Make the verified slot the boot slot (applied at the next reset). The journal's core
         # record is written before set_boot() (a new image always finds it) and marked armed
