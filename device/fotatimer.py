@@ -57,11 +57,13 @@ class Periodic:
         self._stopped = False
 
     def start(self):
-        import lsys
+        # An lsys task when the app uses lsys (sys.run() then waits for it), else an asyncio
+        # task: libfota2's rule, so libfota2.every() loads no lsys for an asyncio app either.
+        from libfota2 import _spawn
 
         if self._task is None:
             self._stopped = False
-            self._task = lsys.taskInit(self._loop)
+            self._task = _spawn(self._loop)
         return self
 
     def stop(self):
@@ -100,9 +102,9 @@ class Periodic:
 
 
 async def _sleep(ms):
-    import lsys
+    import asyncio
 
     while ms > _SLICE_MS:
-        await lsys.wait(_SLICE_MS)
+        await asyncio.sleep_ms(_SLICE_MS)
         ms -= _SLICE_MS
-    await lsys.wait(ms)
+    await asyncio.sleep_ms(ms if ms > 0 else 0)

@@ -179,3 +179,25 @@ async def test_every_with_an_update(vboard, luatos_server):
     got, _ = await _every(url, 1, period_ms=100000, first_ms=10)
     assert [r for r, _, _ in got] == [0]
     assert vpartition.boot_record() == (1, "new")
+
+
+async def test_every_on_asyncio_alone_loads_no_lsys(vboard, luatos_server):
+    # An app that never imports lsys: the periodic checks run as a plain asyncio task, with
+    # the same backoff, and neither lsys nor lnet is loaded.
+    import sys
+
+    vb.boot()
+    import asyncio
+
+    import libfota2
+
+    got = []
+    p = libfota2.every(got.append, {"url": "###" + luatos_server["base"] + "/t/alone/status/404"},
+                       period_ms=100, jitter=0.0, retry_ms=20, first_ms=0)
+    for _ in range(200):
+        if len(got) >= 3:
+            break
+        await asyncio.sleep_ms(10)
+    p.stop()
+    assert got[:3] == [4, 4, 4] and p.checks >= 3
+    assert "lsys" not in sys.modules and "lnet" not in sys.modules
