@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 LINKED = (".venv", "deps")  # untracked but needed: the tools and the fetched device deps
 BESIDE = ("shared",)  # the references some tests read from beside the repository
 TIMEOUT = 300.0  # seconds for one pytest run; a hang counts as not killed
+LOGS = REPO / "build" / "mutate"  # pytest's output of each run: baseline.txt, NAME.txt
 _OUTCOMES = ("PASSED", "FAILED", "ERROR", "XPASS", "XFAIL")
 
 
@@ -92,7 +93,7 @@ def check_table(root: Path, mutants: tuple[Mutant, ...]) -> list[str]:
             problems.append(f"mutation {m.name}: no file {m.path}")
             continue
         try:
-            mutated_text(path.read_text(), m)
+            mutated_text(path.read_bytes().decode(), m)
         except TableError as e:
             problems.append(str(e))
     return problems
@@ -164,30 +165,41 @@ def unsound_tests(mutants: tuple[Mutant, ...], baseline: Run) -> set[str]:
     return {n for m in mutants for n in m.tests if baseline.outcomes.get(n) != "PASSED"}
 
 
+def keep_log(name: str, run: Run) -> str:
+    """Save a run's output under LOGS; returns the path to show."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    path = LOGS / f"{name}.txt"
+    path.write_text(run.output)
+    return str(path.relative_to(REPO))
+
+
 def run_all(root: Path, mutants: tuple[Mutant, ...], timeout: float) -> int:
     """Baseline, then each mutant in turn; prints the figures; returns how many were killed."""
     all_tests = sorted({n for m in mutants for n in m.tests})
     baseline = run_tests(root, all_tests, timeout * 2)
+    log = keep_log("baseline", baseline)
     unsound = unsound_tests(mutants, baseline)
     print(f"mutate.baseline: {len(all_tests) - len(unsound)} of {len(all_tests)} tests pass "
           f"unmutated in {baseline.seconds:.1f} s", flush=True)
     for n in sorted(unsound):
-        print(f"mutate.baseline.failing: {n}", flush=True)
+        print(f"mutate.baseline.failing: {n} (see {log})", flush=True)
     killed = 0
     for m in mutants:
         if unsound & set(m.tests):
             print(f"mutate.{m.name}: not run (its tests fail unmutated)", flush=True)
             continue
         path = root / m.path
-        original = path.read_text()
-        path.write_text(mutated_text(original, m))
+        original = path.read_bytes()
+        path.write_bytes(mutated_text(original.decode(), m).encode())
         try:
             run = run_tests(root, list(m.tests), timeout)
         finally:
-            path.write_text(original)
+            path.write_bytes(original)
         ok, what = verdict(m, run)
         killed += ok
-        print(f"mutate.{m.name}: {what} in {run.seconds:.1f} s", flush=True)
+        log = keep_log(m.name, run)
+        print(f"mutate.{m.name}: {what} in {run.seconds:.1f} s" + ("" if ok else f" (see {log})"),
+              flush=True)
     return killed
 
 

@@ -86,10 +86,40 @@ def test_killed_only_when_every_named_test_fails():
     assert mutate.unsound_tests((m,), baseline) == {"tests/b.py::t"}
 
 
-def test_the_scratch_copy_runs_its_own_code(tmp_path):
+PROBE = """
+import time
+
+import pytest
+
+
+def test_passes():
+    pass
+
+
+def test_fails():
+    raise AssertionError("probe")
+
+
+@pytest.mark.parametrize("text", ["a - b"])
+def test_spaced(text):
+    assert text.split(" - ") == ["a", "b"]
+
+
+def test_hangs():
+    time.sleep(120)
+"""
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    base = tmp_path_factory.mktemp("scratch")
+    return base, mutate.make_scratch(REPO, base)
+
+
+def test_the_scratch_copy_runs_its_own_code(scratch):
     # The copy's host tools and device code, not the checkout's (the venv has the checkout's
     # host tools installed in editable mode), with the venv, deps/ and ../shared reachable.
-    root = mutate.make_scratch(REPO, tmp_path)
+    base, root = scratch
     assert (root / "device" / "mpfota" / "slot.py").read_bytes() == \
         (REPO / "device" / "mpfota" / "slot.py").read_bytes()
     assert (root / ".venv").resolve() == (REPO / ".venv").resolve()
@@ -103,4 +133,15 @@ def test_the_scratch_copy_runs_its_own_code(tmp_path):
     assert str(root / "device") in micropypath.split(":")
     assert str(REPO / "device") not in micropypath.split(":")
     if (REPO.parent / "shared").exists():
-        assert (tmp_path / "shared").resolve() == (REPO.parent / "shared").resolve()
+        assert (base / "shared").resolve() == (REPO.parent / "shared").resolve()
+
+
+def test_a_run_in_the_copy_reports_each_named_test_and_ends_a_hang(scratch):
+    _, root = scratch
+    (root / "tests" / "host" / "test_probe.py").write_text(PROBE)
+    ids = [f"tests/host/test_probe.py::{name}"
+           for name in ("test_passes", "test_fails", "test_spaced[a - b]")]
+    run = mutate.run_tests(root, ids, 120)
+    assert run.outcomes == dict(zip(ids, ("PASSED", "FAILED", "PASSED"))), run.output
+    hang = mutate.run_tests(root, ["tests/host/test_probe.py::test_hangs"], 3)
+    assert hang.timed_out and hang.seconds < 60 and not hang.outcomes
