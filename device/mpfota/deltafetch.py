@@ -17,6 +17,7 @@ from mpfota.slot import Slot
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
 CHECKPOINT = const(65536)  # output bytes between resume records, at least
 _CHUNK = const(512)  # network read buffer (the patch is a tenth of the output)
+_UNIT_MAX = const(4096)  # the generator's default unit budget: the unit buffer made up front
 
 
 class _Sink:
@@ -83,7 +84,7 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
 
     slot = slot if slot is not None else Slot()
     sink = _Sink(slot, url, checkpoint)
-    ap = sink.ap = Applier(sink, _base_reader(slot.running), _decoder)
+    ap = sink.ap = Applier(sink, _base_reader(slot.running), _decoder, _UNIT_MAX)
     hashed = _Hashed(md5, sha256)
     if hashed.on:
         sink.every = 1 << 30  # no resume records: they could not carry the hashes

@@ -209,7 +209,9 @@ class Applier:
     decoder(src, wbits) reads the raw DEFLATE data in src (deflate.DeflateIO on the board).
     Anything wrong raises PatchError."""
 
-    def __init__(self, sink, read_old, decoder):
+    def __init__(self, sink, read_old, decoder, unit_max=0):
+        # unit_max: allocate the unit buffer now, while the heap is still in one piece (the
+        # patch header may ask for a bigger one later).
         import array
 
         self.sink = sink
@@ -222,7 +224,8 @@ class Applier:
         self.patch_at = 0  # patch bytes used
         self.out_at = 0  # output bytes written to the sink
         self.unit = 0  # units applied
-        self.src = None
+        self.src = _unit_source(unit_max) if unit_max else None
+        self.src_size = unit_max
         self.raw = bytearray(RAW_BUF)
         self.rmv = memoryview(self.raw)
         self.st = array.array("i", (0, 0, 0, 0))  # raw position, raw end, zeros, nonzero
@@ -242,8 +245,9 @@ class Applier:
     def _start(self, header):
         self.h = parse_header(header)
         self.header = bytes(header[:HEADER_SIZE])  # kept for resume records (self.head is reused)
-        if self.src is None:
+        if self.h.unit_max > self.src_size:
             self.src = _unit_source(self.h.unit_max)
+            self.src_size = self.h.unit_max
         self.phase = _UNIT_HEAD
         self.fill = 0
 
