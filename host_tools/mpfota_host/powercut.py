@@ -39,6 +39,7 @@ from . import paths, vboard
 TORN_MODELS = ("prefix", "half", "bits")  # boards/unix/simflash.py
 
 MAX_BOOTS = 16  # boots of one recovery before it counts as "did not converge"
+OUTPUT_TAIL = 12  # lines of a failing trial's output in its description
 BOOT_TIMEOUT = 60
 
 
@@ -388,6 +389,8 @@ class Trial:
                 lines.append(f"  after cut {c.where}: {k}: {v}")
         for k, v in self.final.items():
             lines.append(f"  at the end: {k}: {v}")
+        if self.final:  # what the last boots printed, to see why
+            lines += ["  | " + line for line in self.output.splitlines()[-OUTPUT_TAIL:]]
         return "\n".join(lines)
 
 

@@ -97,7 +97,9 @@ def problems(reports: list[powercut.Report]) -> list[tuple[str, str, str]]:
         for t in rep.trials:
             for c in t.landed:
                 out += [(f"{rep.label} cut {c.where}", k, v) for k, v in c.problems.items()]
-            out += [(f"{rep.label} cuts {t.cuts} end", k, v) for k, v in t.final.items()]
+            tail = " | ".join(t.output.splitlines()[-6:])  # why, when the end is wrong
+            out += [(f"{rep.label} cuts {t.cuts} end", k, f"{v} (last lines: {tail})")
+                    for k, v in t.final.items()]
     return out
 
 
