@@ -55,14 +55,15 @@ def core(version: str = "2.0.0", size: int = 40_000) -> pk.Section:
     return pk.Section("core", core_image(version, size))
 
 
-def core_delta(base: str = "1.0.0", to: str = "2.0.0") -> pk.Section:
+def core_delta(base: str = "1.0.0", to: str = "2.0.0", streamed: bool = False) -> pk.Section:
     """A core-delta section rebuilding a 2.0.0 image from the test board's core (`base`): the
-    body with a block inserted and a few bytes changed, as a firmware change looks."""
+    body with a block inserted and a few bytes changed, as a firmware change looks
+    (`streamed`: a format-2 patch, applied as it arrives)."""
     old = core_image(base)
     body = bytearray(old[image.HEADER_SIZE:])
     body[5000:5000] = b"new code " * 200
     body[30000:30008] = b"patched!"
-    return pk.delta_section(old, image.make_image(bytes(body), to))
+    return pk.delta_section(old, image.make_image(bytes(body), to), streamed)
 
 
 def flip(data: bytes, offset: int) -> bytes:
@@ -161,6 +162,12 @@ def good_packages(key) -> dict[str, bytes]:
         "scripts-counter5": make([scripts()], counter=5),
         "scripts-file-logs": make([scripts(extra={"logs": b"a file named logs"})]),
         "core-delta": make([core_delta(), scripts()], to_core="2.0.0"),
+        "core-delta-streamed": make([core_delta(streamed=True), scripts()], to_core="2.0.0"),
+        "core-delta-streamed-other-base": make([core_delta(base="1.5.0", streamed=True)],
+                                               to_core="2.0.0", to_script=None),
+        "same-core-delta-streamed-scripts": make(
+            [pk.delta_section(core_image("1.0.0"), core_image("1.0.0"), True), scripts()],
+            to_core="1.0.0"),
         # A core the test board already runs, with new scripts (full, and as a delta).
         "same-core-scripts": make([core("1.0.0"), scripts()], to_core="1.0.0"),
         "same-core-delta-scripts": make([pk.delta_section(core_image("1.0.0"),

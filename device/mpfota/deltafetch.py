@@ -64,6 +64,14 @@ def _base_reader(part):
     return read_old
 
 
+def applier(slot, key=None, every=1 << 30):
+    # An Applier writing into the door `slot`, its base the running slot; resume records under
+    # `key` at most every `every` output bytes (none by default: a package section).
+    sink = _Sink(slot, key, every)
+    sink.ap = Applier(sink, _base_reader(slot.running), _decoder, _UNIT_MAX)
+    return sink.ap
+
+
 def _fail(msg, reason=None):
     log.error("fota", "delta patch refused:", msg)
     return FotaError(FOTA_ERROR, "delta: " + msg, reason)
@@ -83,8 +91,8 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     import time
 
     slot = slot if slot is not None else Slot()
-    sink = _Sink(slot, url, checkpoint)
-    ap = sink.ap = Applier(sink, _base_reader(slot.running), _decoder, _UNIT_MAX)
+    ap = applier(slot, url, checkpoint)
+    sink = ap.sink
     hashed = _Hashed(md5, sha256)
     if hashed.on:
         sink.every = 1 << 30  # no resume records: they could not carry the hashes

@@ -42,6 +42,8 @@ MAX_PATH = const(64)
 ENTRY_SIZE = const(6)
 ENTRY_FILE = const(1)
 BUF_SIZE = const(4096)
+_STREAMED_DELTA = b"MPFD\x02"  # a format-2 delta patch (mpfota.deltastream MAGIC + VERSION)
+_DELTA_CHUNK = const(512)
 
 SECTION_TYPES = ("core", "core-delta", "scripts")
 SUPPORTED = ("core", "core-delta", "scripts")
@@ -614,7 +616,7 @@ class Installer:
             if m.core.size > cap:
                 raise PackageError(SPACE, "core section of %d bytes does not fit the slot (%d)"
                                    % (m.core.size, cap))
-            if m.core.type == "core-delta":
+            if m.core.type == "core-delta" and not m.core.fields.get("streamed"):
                 st = os.statvfs("/")
                 if m.core.size + 2 * st[0] > st[0] * st[4]:
                     raise PackageError(SPACE, "the core-delta section (%d bytes) needs that much "
@@ -704,6 +706,7 @@ class Installer:
         # A core-delta section: stored in delta.PATCH_PATH (its digests checked), then the new
         # core is rebuilt from the running slot into the spare one and verified (mpfota.delta);
         # commit() switches it like a full core section. The patch file is removed either way.
+        # A format-2 patch (its first bytes say) is applied as it arrives instead.
         import hashlib
         import os
 
@@ -713,13 +716,21 @@ class Installer:
         md5 = hashlib.md5()
         sha = hashlib.sha256()
         mv = self.mv
-        left = s.size
+        first = memoryview(bytearray(min(s.size, len(_STREAMED_DELTA))))  # the format: magic
+        await self._read(stream, first)
+        if bytes(first) == _STREAMED_DELTA:
+            await self._delta_streamed(stream, s, first, md5, sha)
+            return
+        md5.update(first)
+        sha.update(first)
+        left = s.size - len(first)
         try:
             os.mkdir("/.mpfota")
         except OSError:
             pass
         try:
             with open(delta.PATCH_PATH, "wb") as f:
+                f.write(first)
                 while left:
                     d = mv[:left if left < BUF_SIZE else BUF_SIZE]
                     await self._read(stream, d)
@@ -730,16 +741,9 @@ class Installer:
         except OSError as e:
             raise PackageError(SPACE, "cannot store the core-delta section: %r" % (e,))
         try:
-            for name, h, want in (("md5", md5, s.md5), ("sha256", sha, s.sha256)):
-                got = binascii.hexlify(h.digest()).decode()
-                if got != want:
-                    raise PackageError(DIGEST, "core-delta section %s %s, expected %s"
-                                       % (name, got, want))
+            self._delta_digests(md5, sha, s)
             try:
-                head = delta.read_header(delta.PATCH_PATH, self.buf)
-                if binascii.hexlify(head.from_sha256).decode() != s.fields["base_sha256"]:
-                    raise PackageError(BASE, "the patch's base differs from the manifest's "
-                                       "base_sha256")
+                self._delta_base(delta.read_header(delta.PATCH_PATH, self.buf).from_sha256, s)
                 delta.apply(delta.PATCH_PATH, self.slot, switch=False)
             except PackageError:
                 raise
@@ -754,6 +758,67 @@ class Installer:
                 os.remove(delta.PATCH_PATH)
             except OSError:
                 pass
+
+    async def _delta_streamed(self, stream, s, d, md5, sha):
+        # Feed the section through deltastream's Applier into the slot as it arrives (no
+        # file), yielding once per sector; the section's digests and the manifest's base are
+        # checked before commit() can switch. A dropped connection starts the section again.
+        # Its own read buffer: self.buf is the slot's sector buffer, which the apply fills.
+        import asyncio
+
+        from mpfota import deltafetch
+        from mpfota.deltastream import PatchError
+
+        slot = self.slot
+        slot.restart()
+        ap = deltafetch.applier(slot)
+        chunk = memoryview(bytearray(_DELTA_CHUNK))
+        left = s.size
+        same = False  # the door found the running image: read past the rest
+        try:
+            while True:
+                md5.update(d)
+                sha.update(d)
+                left -= len(d)
+                off = 0
+                while off < len(d) and not same:
+                    off += ap.feed(d[off:])
+                    if ap.h is not None and ap.unit == 0 and ap.out_at == 0:
+                        self._delta_base(ap.h.from_sha256, s)
+                    try:
+                        while ap.step():
+                            await asyncio.sleep(0)
+                    except FotaError as e:
+                        if e.code != ALREADY_RUNNING:
+                            raise
+                        same = True
+                if not left:
+                    break
+                d = chunk[:left if left < _DELTA_CHUNK else _DELTA_CHUNK]
+                await self._read(stream, d)
+            self._delta_digests(md5, sha, s)
+            if same:
+                self._same_core()
+                return
+            ap.end()
+            slot.verify(ap.h.to_size, sha256=binascii.hexlify(ap.h.to_sha256).decode())
+        except PatchError as e:
+            raise PackageError(BASE if "another base" in str(e) else IMAGE,
+                               "core-delta section: delta: %s" % e)
+        except FotaError as e:
+            raise PackageError(e.reason or IMAGE, "core-delta section: " + e.msg)
+        self._check_core_version()
+
+    def _delta_base(self, from_sha256, s):
+        if binascii.hexlify(from_sha256).decode() != s.fields["base_sha256"]:
+            raise PackageError(BASE, "the patch's base differs from the manifest's base_sha256")
+
+    def _delta_digests(self, md5, sha, s):
+        for name, h, want in (("md5", md5, s.md5), ("sha256", sha, s.sha256)):
+            got = binascii.hexlify(h.digest()).decode()
+            if got != want:
+                raise PackageError(DIGEST, "core-delta section %s %s, expected %s"
+                                   % (name, got, want))
 
     async def _scripts(self, stream, s):
         import hashlib

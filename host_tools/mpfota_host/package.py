@@ -529,9 +529,18 @@ class Section:
         }
 
 
-def delta_section(old: bytes, new: bytes) -> Section:
+def delta_section(old: bytes, new: bytes, streamed: bool = False) -> Section:
     """A core-delta section rebuilding core image `new` from `old` (what the device's running
-    slot holds), with the SHA-256 of that base in the manifest."""
+    slot holds), with the SHA-256 of that base in the manifest. `streamed`: a format-2 patch,
+    applied as the section arrives (docs/delta.md), marked so in the manifest (the board then
+    needs no filesystem space for it)."""
+    if streamed:
+        from . import deltastream
+
+        data = deltastream.make_stream_patch(old, new).data
+        return Section(
+            "core-delta", data, {"base_sha256": hashlib.sha256(old).hexdigest(), "streamed": True}
+        )
     from . import delta
 
     patch = delta.make_patch(old, new)
@@ -776,7 +785,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             raise UserError("cannot tell the core image's version: pass --core-version")
         if args.delta_from:
             base = _read_file(args.delta_from)
-            sections.append(delta_section(base, data))
+            sections.append(delta_section(base, data, args.delta_streamed))
             if not args.from_core and core_version_of(base):
                 args.from_core = core_version_of(base)
         else:
@@ -911,6 +920,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--core", metavar="IMG", help="full core image to include")
     pack.add_argument("--delta-from", metavar="OLD",
                       help="pack --core as a delta against OLD, the core image devices run now")
+    pack.add_argument("--delta-streamed", action="store_true",
+                      help="with --delta-from: a format-2 patch, applied as it downloads "
+                      "(docs/delta.md)")
     pack.add_argument("--core-version", metavar="V",
                       help="core version (default: from the image); with --scripts only: the "
                       "core the scripts need")

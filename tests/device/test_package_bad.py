@@ -211,6 +211,13 @@ async def test_core_delta_for_another_base(vboard, package_kit):
     assert "base" in msg
 
 
+async def test_streamed_core_delta_for_another_base(vboard, package_kit):
+    # Refused on the patch header, before its first unit writes anything.
+    _setup(package_kit)
+    msg = await _refused(package_kit, "core-delta-streamed-other-base", "base", erased=True)
+    assert "base" in msg
+
+
 async def test_core_that_is_not_a_bootable_image(vboard, package_kit):
     _setup(package_kit)
     await _refused(package_kit, "not-bootable", "image", erased=True)

@@ -150,6 +150,42 @@ async def test_a_core_delta_package_rebuilds_the_core(vboard, package_kit):
     assert confirm.status() == "pending"
 
 
+async def test_a_streamed_core_delta_package_rebuilds_the_core(vboard, package_kit):
+    # The same with a format-2 patch: applied as the section arrives, nothing stored.
+    vb.boot()
+    import os
+
+    import board
+    from mpfota import confirm, delta, scripts
+    from mpfota.download import fetch
+
+    r = await fetch(_url(package_kit, "core-delta-streamed"), package=IDENTITY)
+    assert r.status == 200 and r.manifest.core.type == "core-delta"
+    assert r.manifest.core.fields["streamed"] is True
+    try:
+        os.stat(delta.PATCH_PATH)
+        raise AssertionError("a streamed patch is never stored")
+    except OSError:
+        pass
+    assert scripts.staged() is not None
+    assert vb.reboot() == 1
+    assert board.core_version() == "2.0.0"
+    assert confirm.status() == "pending"
+
+
+async def test_a_streamed_core_delta_of_the_running_core_installs_the_scripts(vboard,
+                                                                               package_kit):
+    vb.boot()
+    import vpartition
+    from mpfota import scripts
+    from mpfota.download import fetch
+
+    r = await fetch(_url(package_kit, "same-core-delta-streamed-scripts"), package=IDENTITY)
+    assert r.status == 200
+    assert vpartition.boot_record() is None  # no core switch
+    assert scripts.staged() is not None
+
+
 def test_the_download_engine_knows_the_package_magic():
     from mpfota import download, package
 
