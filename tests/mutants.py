@@ -212,4 +212,33 @@ MUTANTS: tuple[Mutant, ...] = (
         (DEVICE + "test_deltastream.py::test_refuses_wrong_base_mid_stream",
          "tests/host/test_deltastream.py::test_bad_patches_are_refused[wrong_base]"),
     ),
+    Mutant(
+        "esp32-image-check", "the ESP32 header check refusing an app built for another chip",
+        "boards/esp32/board.py",
+        "    return cur[0] != _MAGIC or h[12:14] == cur[12:14]\n",
+        "    return True\n",
+        (DEVICE + "test_esp32_board.py::test_check_image_refuses_damaged_images",),
+    ),
+    Mutant(
+        "content-range", "the HTTP client refusing a 206 that starts elsewhere than asked",
+        "device/mpfota/http.py",
+        "            if range_start is not None and cr[0] != range_start:\n",
+        "            if False:\n",
+        (DEVICE + "test_http.py::test_206_from_the_wrong_offset_is_refused",),
+    ),
+    Mutant(
+        "keep-files", "the swap leaving the user's copy of a keep-list file in place",
+        "device/mpfota/scripts.py",
+        "            if f in keep and _exists(ROOT + f):\n"
+        "                continue  # the user's copy wins\n",
+        "",
+        (DEVICE + "test_scripts.py::test_keep_files_never_touched_by_swap_or_rollback",
+         DEVICE + "test_package.py::test_keep_file_default_installed_only_when_absent"),
+    ),
+    Mutant(
+        "aliyun-digestsign", "the RSA check of an Aliyun job's digestsign", "device/aliyun_ota.py",
+        "    if not ok:\n        raise BadJob(STEP_VERIFY_FAILED, ",
+        "    if False:\n        raise BadJob(STEP_VERIFY_FAILED, ",
+        ("tests/host/test_aliyun_secure.py::test_unsigned_and_forged_jobs_are_refused",),
+    ),
 )
