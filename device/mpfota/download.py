@@ -61,13 +61,13 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
         slot = Slot()
         if isinstance(slot.saved_validator(url), list):  # a streamed delta, cut by a power loss
             return await _delta(slot, url, version, switch, retries, timeout_ms, progress,
-                                request)
+                                checkpoint, request)
         got, pkg = await _receive(slot, method, url, length, timeout_ms, retries, progress,
                                   checkpoint, range_always, request,
                                   (package, progress, md5, sha256))
         if got is _DELTA:
             return await _delta(slot, url, version, switch, retries, timeout_ms, progress,
-                                request)
+                                checkpoint, request)
         if isinstance(got, Result):
             return got
         if pkg is not None:
@@ -172,14 +172,16 @@ _DELTA_MAGIC = b"MPFD\x02"
 _DELTA = object()
 
 
-async def _delta(slot, url, version, switch, retries, timeout_ms, progress, request):
+async def _delta(slot, url, version, switch, retries, timeout_ms, progress, checkpoint,
+                 request):
     # The body is a streamed delta patch (docs/delta.md): mpfota.deltafetch asks for it again
     # and applies it through the same slot (a power-cut resume record of its own kind leads here
-    # too).
+    # too), saving its resume record at most every `checkpoint` output bytes.
     from mpfota import deltafetch
 
     h = await deltafetch.fetch(url, version=version, switch=switch, retries=retries,
-                               timeout_ms=timeout_ms, progress=progress, slot=slot, **request)
+                               timeout_ms=timeout_ms, progress=progress, slot=slot,
+                               checkpoint=checkpoint, **request)
     return Result(200, h.to_size)
 
 

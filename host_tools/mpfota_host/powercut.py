@@ -695,10 +695,12 @@ PROJECT = "SWEEP"
 FIRMWARE = "SWEEP_LuatOS-SoC_UNIX_1"
 V0, V1, V2 = "001.000.000", "001.000.001", "001.000.002"
 OLD_CORE, NEW_CORE = "1.0.0", "2.0.0"
-KINDS = ("core", "delta", "scripts", "combined", "rollback", "resume")
+KINDS = ("core", "delta", "delta-stream", "scripts", "combined", "rollback", "resume")
 KIND_HELP = {
     "core": "a full core image over HTTP: download, verify, switch, reset, confirm",
     "delta": "a delta patch from the filesystem applied into the spare slot, switch, confirm",
+    "delta-stream": "a streamed delta patch (format 2) applied as it downloads "
+                    "(download.fetch), its apply state saved every 4 KiB, switch, confirm",
     "scripts": "a script-set package: stage, boot-time swap under the journal, confirm",
     "combined": "a package with a core and a script set, downloaded over HTTP (download.fetch), "
                 "switched and confirmed together",
@@ -1076,6 +1078,20 @@ def _delta_kind(kit: Kit, layout: Layout) -> Scenario:
     return Scenario("delta", layout.name, board, expect, note=KIND_HELP["delta"])
 
 
+def _delta_stream_kind(kit: Kit, layout: Layout) -> Scenario:
+    from . import deltastream, image
+
+    old_body, new_body = firmware_pair()
+    old, new = image.make_image(old_body, OLD_CORE), image.make_image(new_body, NEW_CORE)
+    # Small units: many resume points in a 48 KB image.
+    url = kit.serve("delta-stream.patch", deltastream.make_stream_patch(old, new, 512).data)
+    board = _new_board(kit, "delta-stream", layout, old)
+    _seed(board, USER_FILES, CORE_APP.format(url=url, target=NEW_CORE, sha=None, done=DONE,
+                                              checkpoint=4096))
+    expect = Expect(OLD_CORE, NEW_CORE, {p: sha256(d) for p, d in USER_FILES.items()}, DONE)
+    return Scenario("delta-stream", layout.name, board, expect, note=KIND_HELP["delta-stream"])
+
+
 INSTALL_FIRST = """
 from mpfota import package, scripts
 package.install_file("/pkg/first.pkg", project={project!r}, version={v0!r})
@@ -1131,4 +1147,6 @@ def build(kind: str, layout: str, kit: Kit, board: str = "unix") -> Scenario:
         return _core_kind(kit, kind, lay, board)
     if kind == "delta":
         return _delta_kind(kit, lay)
+    if kind == "delta-stream":
+        return _delta_stream_kind(kit, lay)
     return _scripts_kind(kit, kind, lay)

@@ -26,6 +26,7 @@ __all__ = ["BOOT_TIMEOUT", "MAX_BOOTS", "Outcome", "Sweep", "boot_until_done", "
 PLAN = {
     "core": [("a", None, 2), ("b", 10, 2)],
     "delta": [("a", None, 2), ("b", 10, 2)],
+    "delta-stream": [("a", None, 2), ("b", 10, 2)],
     "scripts": [("a", None, 2), ("b", 10, 2)],
     "combined": [("a", 20, 2), ("b", 10, 2)],
     "rollback": [("a", 20, 2), ("b", 10, 2)],
