@@ -84,12 +84,13 @@ def code_figures(bench: DeviceRunner, mpy: Path, board: Path, url: str
                  ) -> Iterator[tuple[str, str]]:
     """download.code_kb / .modules / .module_kb.<name> of a libfota2 raw-image core update."""
     phase("code loaded by a libfota2 raw-image core update")
-    out = bench.output(board, "libfota2", url)
-    if out is None:
-        raise UserError("the libfota2 core update on the virtual board failed")
+    run = bench.measure(board, "libfota2", url)
+    if not run.ok:
+        last = (run.stdout.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"the libfota2 core update on the virtual board failed: {last}")
     sizes = {}
     reads = "?"
-    for line in out.splitlines():
+    for line in run.stdout.splitlines():
         if line.startswith("slot_reads: "):
             reads = line.split()[1]
         if line.startswith("module: "):
@@ -125,8 +126,9 @@ def download_figures(work: Path, base: str, www: Path, sizes: list[str], repeat:
         for _ in range(repeat):
             for mode in ("reference", "engine"):
                 run = bench.measure(board, mode, url)
-                if run is None or run.ms is None:
-                    raise UserError(f"{mode} download of {name} failed")
+                if not run.ok or run.ms is None:
+                    last = (run.stdout.strip().splitlines() or ["no output"])[-1]
+                    raise UserError(f"{mode} download of {name} failed: {last}")
                 wall[mode] = min(wall.get(mode, run.ms), run.ms)
                 cpu[mode] = min(cpu.get(mode, run.cpu_ms), run.cpu_ms)
         ratio = wall["reference"] / max(wall["engine"], 1)

@@ -146,7 +146,7 @@ def apply_figures(old: bytes, new: bytes, repeat: int) -> Iterator[tuple[str, st
             for _ in range(repeat):
                 for mode, args in (("copy", [str(len(new_img))]), ("stream", [url, "staged"])):
                     run = dev.measure(board, mode, *args)
-                    if run is None or run.ms is None:
+                    if not run.ok or run.ms is None:
                         raise UserError(f"delta bench: {mode} failed")
                     best[mode] = min(run.ms, best.get(mode, run.ms))
                     if mode == "stream":

@@ -56,7 +56,8 @@ def compiled(work: Path, src: Path) -> Path:
 
 @dataclass(frozen=True)
 class Run:
-    stdout: str
+    ok: bool  # the script ran to its end (exit status 0)
+    stdout: str  # with stderr (a traceback) after it
     ms: int | None  # what the script reported as elapsed_ms
     cpu_ms: int  # the process's user + system CPU time (boot and imports included)
 
@@ -72,8 +73,8 @@ class DeviceRunner:
         self.env = dict(os.environ, MPFOTA_FROZEN="0",
                         MICROPYPATH=":".join([*map(str, path), ".frozen"]))
 
-    def measure(self, board: Path, *args: str, heap_kb: int | None = None) -> Run | None:
-        """One run of the script on `board`, or None when it did not complete."""
+    def measure(self, board: Path, *args: str, heap_kb: int | None = None) -> Run:
+        """One run of the script on `board`."""
         cmd = [paths.micropython()]
         if heap_kb:
             cmd += ["-X", f"heapsize={heap_kb}K"]
@@ -92,23 +93,16 @@ class DeviceRunner:
             proc.stdout.close()
         proc.returncode = os.waitstatus_to_exitcode(status)
         cpu = usage.ru_utime + usage.ru_stime
-        if proc.returncode != 0:
-            return None
         ms = None
         for line in out.splitlines():
             if line.startswith("elapsed_ms:"):
                 ms = int(line.split()[1])
-        return Run(out, ms, round(cpu * 1000))
-
-    def output(self, board: Path, *args: str, heap_kb: int | None = None) -> str | None:
-        """The stdout of one run of the script on `board`, or None when it did not complete."""
-        run = self.measure(board, *args, heap_kb=heap_kb)
-        return None if run is None else run.stdout
+        return Run(proc.returncode == 0, out, ms, round(cpu * 1000))
 
     def run(self, board: Path, *args: str, heap_kb: int | None = None) -> int | None:
         """Elapsed ms of one run of the script on `board`, or None when it did not complete."""
         run = self.measure(board, *args, heap_kb=heap_kb)
-        return None if run is None else run.ms
+        return run.ms if run.ok else None
 
     def min_heap_kb(self, board: Path | Callable[[], Path], *args: str, low: int = 4,
                     high: int = 512) -> int:

@@ -108,9 +108,9 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
     for _ in range(repeat):
         for name in ("board", "mpfota", "glenn20"):
             run = runners["glenn20" if name == "board" else name].measure(fresh(), name, *args)
-            if run is None or run.ms is None:
-                out = runners[name].output(fresh(), name, *args) if name != "board" else ""
-                raise UserError(f"the {name} run did not complete: {(out or '')[-200:]}")
+            if not run.ok or run.ms is None:
+                last = (run.stdout.strip().splitlines() or ["no output"])[-1]
+                raise UserError(f"the {name} run did not complete: {last}")
             wall[name] = min(wall.get(name, run.ms), run.ms)
             cpu[name] = min(cpu.get(name, run.cpu_ms), run.cpu_ms)
     above = {name: max(cpu[name] - cpu["board"], 1) for name in ("mpfota", "glenn20")}
