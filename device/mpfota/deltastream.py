@@ -205,9 +205,9 @@ class Applier:
     is over. The sink takes the output the way the slot door does: space() is the free part
     of its sector buffer, advance(n) takes n bytes written there (a full sector goes to
     flash); checkpoint(state) comes after a unit ending on a sector boundary, where state =
-    (patch offset, output offset, next unit) is what resume() needs to carry on from there. read_old(pos, mv) fills mv with base bytes;
-    decoder(src, wbits) reads the raw DEFLATE data in src (deflate.DeflateIO on the board).
-    Anything wrong raises PatchError."""
+    (patch offset, output offset, next unit) is what resume() needs to carry on from there.
+    read_old(pos, mv) fills mv with base bytes; decoder(src, wbits) reads the raw DEFLATE data
+    in src (deflate.DeflateIO on the board). Anything wrong raises PatchError."""
 
     def __init__(self, sink, read_old, decoder, unit_max=0):
         # unit_max: allocate the unit buffer now, while the heap is still in one piece (the
@@ -238,13 +238,9 @@ class Applier:
         if not 0 < self.out_at < self.h.to_size or self.out_at % self.h.sector:
             raise PatchError("checkpoint at output %d does not fit this patch" % self.out_at)
 
-    @property
-    def done(self):
-        return self.phase == _DONE
-
     def _start(self, header):
         self.h = parse_header(header)
-        self.header = bytes(header[:HEADER_SIZE])  # kept for resume records (self.head is reused)
+        self.header = bytes(header[:HEADER_SIZE])  # for resume records (self.head is reused)
         if self.h.unit_max > self.src_size:
             self.src = _unit_source(self.h.unit_max)
             self.src_size = self.h.unit_max

@@ -353,3 +353,11 @@ def test_realistic_pairs_viper_and_python(delta_stream_pairs):
                 assert got == pair["sha256"], (pair["kind"], kernel)
     finally:
         deltastream.add_runs = viper
+
+
+def test_the_routes_know_the_streamed_patch_magic():
+    # download and package sniff a format-2 patch without importing its parser.
+    from mpfota import deltastream, download, package
+
+    magic = deltastream.MAGIC + bytes([deltastream.VERSION])
+    assert download._DELTA_MAGIC == magic and package._STREAMED_DELTA == magic
