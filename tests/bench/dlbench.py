@@ -1,7 +1,8 @@
 # Device side of `mpfota bench`: one timed download into the spare slot on the virtual board.
-#   micropython dlbench.py engine|reference|baseline|libfota2 URL
+#   micropython dlbench.py engine|reference|baseline|buffers|libfota2 URL
 # (baseline boots and imports what the engine imports, then stops: the heap it needs is the
-# part of download.min_heap_kb that is code and board, not download work; libfota2 is a
+# part of download.min_heap_kb that is code and board, not download work; buffers does the
+# same and then allocates the download's two buffers, 4 KiB + 1 KiB, nothing else; libfota2 is a
 # core update as an app without lsys makes it, libfota2.request with a ###URL, and then
 # prints "module: NAME" for every loaded module: the host counts the device modules among
 # them for download.code_kb)
@@ -104,13 +105,16 @@ def reference(url):
 bootrom.boot()
 mode, url = sys.argv[1], sys.argv[2]
 t0 = time.ticks_ms()
-if mode == "baseline":
+if mode in ("baseline", "buffers"):
     # What the engine imports, and nothing run: the baseline of the heap figures.
     import asyncio  # noqa: F401
 
     from mpfota import download  # noqa: F401
 
     size = 0
+    if mode == "buffers":
+        # What the heap left by the imports needs to hold the download's buffers alone.
+        sector, head = bytearray(4096), bytearray(1024)
 elif mode == "libfota2":
     size = libfota2_update(url)
 else:
