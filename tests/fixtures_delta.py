@@ -353,18 +353,32 @@ def _for_another_base(old: bytes, new: bytes, units: list, unit_max: int) -> byt
 
 
 class DropFirstServer(hs.HTTPTestServer):
-    """The test HTTP server plus /dropfirst/NAME?at=N: the first answer for NAME stops after N
-    body bytes (the link drops); every later one is /blob/NAME (Range honoured)."""
+    """The test HTTP server plus /dropfirst/NAME?at=N&tag=T: the first answer for (NAME, T)
+    stops after N body bytes (the link drops); every later one is /blob/NAME (Range and
+    If-Range honoured), or with &norange=1 the whole blob (a server without Range), or with
+    &then=OTHER /blob/OTHER (the file changed on the server)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.dropped: set[str] = set()
+        self.dropped: set[tuple[str, str]] = set()
 
     def _do_dropfirst(self, conn, req, args):
-        if args[0] in self.dropped:
-            return self._do_blob(conn, req, args)
-        self.dropped.add(args[0])
-        return self._do_truncate(conn, req, args)
+        key = (args[0], req.arg("tag", ""))
+        if key not in self.dropped:  # the whole blob announced, with its validators; N sent
+            self.dropped.add(key)
+            blob = self._blob(args[0])
+            head = "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: %s\r\nLast-Modified: %s\r\n\r\n"
+            head %= (len(blob.data), blob.etag, hs.LAST_MODIFIED)
+            self._send(conn, head.encode() + blob.data[: int(req.arg("at", "100"))])
+            return False
+        if req.arg("then"):
+            return self._do_blob(conn, req, [req.arg("then")])
+        if req.arg("norange") == "1":
+            blob = self._blob(args[0])
+            headers = [("ETag", blob.etag), ("Last-Modified", hs.LAST_MODIFIED)]
+            self._respond(conn, 200, blob.data, headers, reason="OK")
+            return True
+        return self._do_blob(conn, req, args)
 
 
 @pytest.fixture(scope="session")
@@ -382,6 +396,8 @@ class StreamSet:
         self.old, self.new = old, new
         self.patch = ds.make_stream_patch(old, new, unit_max=1024)
         server.add_blob("dstream", self.patch.data)
+        # Another patch for the same pair (smaller units): "the file changed on the server".
+        server.add_blob("dstream-other", ds.make_stream_patch(old, new, unit_max=512).data)
         self.bad = damaged_stream(old, new)
         for name, data in self.bad.items():
             server.add_blob(f"dstream-bad-{name}", data)

@@ -91,16 +91,16 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     import time
 
     slot = slot if slot is not None else Slot()
-    ap = applier(slot, url, checkpoint)
-    sink = ap.sink
     hashed = _Hashed(md5, sha256)
+    # No resume records with patch digests: they could not carry the hashes.
+    every = 1 << 30 if hashed.on else checkpoint
+    ap = applier(slot, url, every)
     if hashed.on:
-        sink.every = 1 << 30  # no resume records: they could not carry the hashes
         slot.forget()
         slot.restart()
     else:
-        _resume(ap, slot, sink, url)
-    sink.saved = slot.flushed
+        _resume(ap, slot, ap.sink, url)
+    ap.sink.saved = slot.flushed
     hbuf = bytearray(512)
     chunk = bytearray(_CHUNK)
     deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
@@ -113,14 +113,24 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
             at = ap.patch_at
             try:
                 resp = await http.request("GET", url, hbuf, range_start=at or None,
-                                          if_range=sink.validator if at else None,
+                                          if_range=ap.sink.validator if at else None,
                                           deadline_ms=remaining, **request)
                 try:
-                    if resp.status not in (200, 206) or resp.status == 200 and at:
-                        raise _fail("HTTP %d for the patch at byte %d (changed on the "
-                                    "server?)" % (resp.status, at))
-                    if sink.validator is None:
-                        sink.validator = resp.etag or resp.last_modified
+                    if resp.status not in (200, 206):
+                        raise _fail("HTTP %d for the patch" % resp.status)
+                    got = resp.etag or resp.last_modified
+                    if resp.status == 200 and at:
+                        if got is not None and got == ap.sink.validator:
+                            log.info("fota", "delta: the server ignored Range: skipping", at)
+                            await _skip(resp, chunk, at)
+                        else:
+                            log.warn("fota", "delta: the patch changed on the server: from 0")
+                            hashed = _Hashed(md5, sha256)
+                            ap = applier(slot, url, every)
+                            slot.forget()
+                            slot.restart()
+                    if ap.sink.validator is None:
+                        ap.sink.validator = got
                     await apply_stream(ap, hashed.wrap(resp), chunk, progress)
                 finally:
                     await resp.aclose()
@@ -146,6 +156,17 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     if switch:
         slot.switch(version)
     return ap.h
+
+
+async def _skip(resp, buf, n):
+    # Read past the first n bytes of a body (a server that answers a Range request with all).
+    mv = memoryview(buf)
+    while n:
+        k = await resp.readinto(mv, min(n, len(mv)))
+        if not k:
+            raise http.HTTPError(http.ERR_CLOSE, "body ended %d bytes before the resume point"
+                                 % n)
+        n -= k
 
 
 def _resume(ap, slot, sink, url):

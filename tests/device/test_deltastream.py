@@ -130,6 +130,34 @@ async def test_dropped_connection_resumes_with_range(delta_stream, delta_stream_
     assert _range(seen[1]) == "bytes=%d-" % cut
 
 
+async def test_a_server_without_range_is_read_past_the_applied_part(delta_stream,
+                                                                     delta_stream_board):
+    vb.boot()
+    from mpfota import deltafetch
+
+    cut = delta_stream["patch_size"] // 3
+    url = delta_stream["drop_url"] + "?tag=norange&norange=1&at=%d" % cut
+    h = await deltafetch.fetch(url, switch=False, retries=1)
+    assert _slot_sha256(h.to_size) == delta_stream["sha256"]
+    seen = await _seen(delta_stream["base"], "norange")
+    assert [_range(r) for r in seen] == [None, "bytes=%d-" % cut]
+
+
+async def test_a_patch_changed_on_the_server_starts_over(delta_stream, delta_stream_board):
+    # The resumed request names the first answer's ETag (If-Range); the server has another
+    # file now and sends it whole: the apply starts again from its byte 0, nothing mixed.
+    vb.boot()
+    from mpfota import deltafetch
+
+    cut = delta_stream["patch_size"] // 2
+    url = delta_stream["drop_url"] + "?tag=changed&then=dstream-other&at=%d" % cut
+    h = await deltafetch.fetch(url, switch=False, retries=1)
+    assert _slot_sha256(h.to_size) == delta_stream["sha256"]
+    seen = await _seen(delta_stream["base"], "changed")
+    assert len(seen) == 2 and _range(seen[1]) == "bytes=%d-" % cut
+    assert any(k.lower() == "if-range" for k, _ in seen[1]["headers"])
+
+
 async def test_power_cut_resumes_from_the_last_checkpoint(delta_stream, delta_stream_board):
     # The power goes mid-apply (the progress callback raises); the next call finds the apply
     # state in the journal, re-hashes the slot's prefix and asks only for the rest.
