@@ -3,10 +3,11 @@
 # (mpfota.slot), in constant memory, with nothing stored on the filesystem.
 #
 # A dropped connection continues with a Range request from the first patch byte not yet taken
-# (the Applier keeps its place in RAM). At every unit that ends on a sector boundary the apply
-# state goes into the journal with the door's resume record (section "dl": output offset and the
-# CRC of what is in flash, plus the patch offset, the next unit, the patch header and the
-# answer's validator); after a power cut the next call continues from there, not from byte 0.
+# (the Applier keeps its place in RAM). At a unit that ends on a sector boundary, at most every
+# CHECKPOINT output bytes, the apply state goes into the journal with the door's resume record
+# (section "dl": output offset and the CRC of what is in flash, plus the patch offset, the next
+# unit, the patch header and the answer's validator); after a power cut the next call
+# continues from there, not from byte 0.
 from micropython import const
 
 from mpfota import http, log
