@@ -306,6 +306,21 @@ def read_slot_image(path: str) -> tuple[bytes, str]:
     return data, "raw binary"
 
 
+def _generate(args: argparse.Namespace, old: bytes, new: bytes):
+    """The patch in the format args.format asks for (checked by applying it)."""
+    if args.format == 2:
+        from . import deltastream
+
+        wbits = deltastream.DEFAULT_WBITS if args.wbits is None else args.wbits
+        return deltastream.make_stream_patch(old, new, args.unit_bytes, wbits)
+    progress = Progress("delta: checking", len(new))
+    try:
+        wbits = DEFAULT_MAX_WBITS if args.wbits is None else args.wbits
+        return make_patch(old, new, wbits, progress)
+    finally:
+        progress.close()
+
+
 def cmd_delta(args: argparse.Namespace) -> int:
     old, old_kind = read_slot_image(args.old)
     new, new_kind = read_slot_image(args.new)
@@ -317,18 +332,13 @@ def cmd_delta(args: argparse.Namespace) -> int:
     print(f"OLD {args.old}: {old_kind}, {len(old)} bytes", file=sys.stderr)
     print(f"NEW {args.new}: {new_kind}, {len(new)} bytes", file=sys.stderr)
     print("delta: matching (bsdiff) and compressing ...", file=sys.stderr, flush=True)
-    if args.format == 2:
-        from . import deltastream
-
-        wbits = deltastream.DEFAULT_WBITS if args.wbits is None else args.wbits
-        patch = deltastream.make_stream_patch(old, new, args.unit_bytes, wbits)
-    else:
-        progress = Progress("delta: checking", len(new))
-        try:
-            wbits = DEFAULT_MAX_WBITS if args.wbits is None else args.wbits
-            patch = make_patch(old, new, wbits, progress)
-        finally:
-            progress.close()
+    try:
+        patch = _generate(args, old, new)
+    except MemoryError:
+        raise UserError(
+            f"not enough memory to match images of {len(old)} and {len(new)} bytes (bsdiff "
+            "needs about 17 times the size of OLD)"
+        ) from None
     try:
         Path(args.output).write_bytes(patch.data)
     except OSError as exc:
