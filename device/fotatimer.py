@@ -10,7 +10,8 @@
 #     p = fotatimer.Periodic(check, period_ms, jitter=0.1, retry_ms=60000, first_ms=None)
 #     p.start(); ... p.stop()
 # check is an async function returning (kind, retry_after_ms or None), kind one of the
-# constants below. libfota2.every() builds one for libfota2 checks.
+# constants below. every() builds one for libfota2 checks (libfota2.every(); kept here, not
+# in libfota2, so that a one-off update does not load the periodic code).
 #
 # next_delay() is pure (CPython too).
 DONE = "done"  # an update was installed (the app usually resets)
@@ -108,3 +109,48 @@ async def _sleep(ms):
         await asyncio.sleep_ms(_SLICE_MS)
         ms -= _SLICE_MS
     await asyncio.sleep_ms(ms if ms > 0 else 0)
+
+
+# --------------------------------------------------------------------- libfota2.every()
+
+
+def every(cb, opts, period_ms, jitter, retry_ms, first_ms):
+    # libfota2.request()'s work every period: prepare, check, cb(result), then the schedule.
+    import libfota2 as lf
+
+    async def one():
+        try:
+            lf.prepare(opts, lf._globals(), lf._device())
+        except lf.ConfigError as e:
+            from mpfota import log
+
+            log.error("libfota2", e.args[0])
+            r = cb(lf.CONFIG_ERROR)
+            if lf._is_coro(r):
+                await r
+            return BAD, None
+        out = await lf.check(opts)
+        r = cb(out.code)
+        if lf._is_coro(r):
+            await r
+        return classify(out)
+
+    p = Periodic(one, period_ms, jitter, retry_ms, first_ms)
+    p.start()
+    return p
+
+
+def classify(out):
+    """(kind, retry_after_ms) of a libfota2.Outcome for the periodic schedule."""
+    from libfota2 import OK
+
+    ra = out.retry_after
+    ra_ms = ra * 1000 if isinstance(ra, int) else None
+    if out.code == OK:
+        return DONE, None
+    if out.error is not None:
+        # A package the board refused (-9) comes back the same: wait a full period.
+        return (BAD if out.error == -9 else FAILED), None
+    if out.status is not None and (out.status >= 500 or out.status == 429) or out.iot == 43:
+        return FAILED, ra_ms
+    return NO_UPDATE, ra_ms  # a Retry-After still sets the earliest next check

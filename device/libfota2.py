@@ -332,44 +332,6 @@ def every(cb=None, opts=None, period_ms=4 * 3600 * 1000, jitter=0.1, retry_ms=60
     """request() every period_ms (+-jitter), sooner after failures (retry_ms doubling up to
     period_ms), never sooner than a Retry-After. Returns a fotatimer.Periodic (stop())."""
     import fotatimer
-    from mpfota import log
 
-    if opts is None:
-        opts = {}
-    if cb is None:
-        cb = _nothing
-
-    async def one():
-        try:
-            prepare(opts, _globals(), _device())
-        except ConfigError as e:
-            log.error("libfota2", e.args[0])
-            r = cb(CONFIG_ERROR)
-            if _is_coro(r):
-                await r
-            return fotatimer.BAD, None
-        out = await check(opts)
-        r = cb(out.code)
-        if _is_coro(r):
-            await r
-        return classify(out)
-
-    p = fotatimer.Periodic(one, period_ms, jitter, retry_ms, first_ms)
-    p.start()
-    return p
-
-
-def classify(out):
-    """(kind, retry_after_ms) of an Outcome for the periodic schedule (fotatimer)."""
-    import fotatimer
-
-    ra = out.retry_after
-    ra_ms = ra * 1000 if isinstance(ra, int) else None
-    if out.code == OK:
-        return fotatimer.DONE, None
-    if out.error is not None:
-        # A package the board refused (-9) comes back the same: wait a full period.
-        return (fotatimer.BAD if out.error == -9 else fotatimer.FAILED), None
-    if out.status is not None and (out.status >= 500 or out.status == 429) or out.iot == 43:
-        return fotatimer.FAILED, ra_ms
-    return fotatimer.NO_UPDATE, ra_ms  # a Retry-After still sets the earliest next check
+    return fotatimer.every(cb or _nothing, {} if opts is None else opts, period_ms, jitter,
+                           retry_ms, first_ms)
