@@ -50,9 +50,9 @@ if "engine" in _on:
     package("mpfota", files=["__init__.py", "bootapply.py", "confirm.py", "errors.py", "delta.py",
                              "deltafetch.py", "deltafmt.py", "deltarun.py", "deltastream.py",
                              "download.py", "downloadpkg.py", "http.py", "httpchunk.py",
-                             "httpparse.py", "httpredirect.py", "httptls.py", "journal.py",
-                             "log.py", "package.py", "rsa.py", "scripts.py", "slot.py",
-                             "status.py", "version.py"])
+                             "httpparse.py", "httprange.py", "httpredirect.py", "httptls.py",
+                             "journal.py", "log.py", "package.py", "rsa.py", "scripts.py",
+                             "slot.py", "status.py", "version.py"])
 
 if "libfota2" in _on:
     module("libfota2.py")

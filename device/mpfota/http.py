@@ -26,7 +26,8 @@
     await resp.aclose()           # or resp.close(); also done when the body is complete
 
 What only some transactions need loads when one does: chunked decoding (mpfota.httpchunk),
-redirect targets (mpfota.httpredirect), TLS (mpfota.httptls and ssl, for https URLs).
+redirect targets (mpfota.httpredirect), Content-Range (mpfota.httprange), TLS
+(mpfota.httptls and ssl, for https URLs).
 
 Every status comes back to the caller (200 and 206 carry data; others have their body
 readable). Redirects 301/302/303/307/308 are followed (303 turns the request into a GET
@@ -387,7 +388,9 @@ class Response:
                     elif name == "location":
                         self.location = value
                     elif name == "content-range":
-                        self.content_range = hp.parse_content_range(value)
+                        from mpfota.httprange import parse_content_range
+
+                        self.content_range = parse_content_range(value)
                     elif name == "etag":
                         self.etag = value
                     elif name == "last-modified":

@@ -11,12 +11,11 @@ values are `str`.
     parse_header(line)             -> (name, value) for the headers the client keeps, else None
     parse_content_length(value)    -> int
     is_chunked(value)              -> True when chunked is the final transfer coding
-    parse_content_range(value)     -> (start, end, total); (None, None, total) for "*/total";
-                                      total is None for "/*"
     parse_retry_after(value)       -> int seconds, or the HTTP-date string as given
 
 What only some responses need lives apart and loads on demand: chunk sizes in
-mpfota.httpchunk, redirect targets in mpfota.httpredirect.
+mpfota.httpchunk, redirect targets in mpfota.httpredirect, Content-Range (a 206 answer to a
+resumed download) in mpfota.httprange.
 """
 
 try:
@@ -49,8 +48,9 @@ class ParseError(ValueError):
     """Malformed HTTP input or URL; the message says what and where."""
 
 
-def _digits(s, what):
-    # int() alone is too lenient (signs, spaces, "_", "0x"): check the characters first.
+def digits(s, what):
+    """A decimal number (at most 15 digits, nothing else) as an int, else ParseError naming
+    `what`. int() alone is too lenient (signs, spaces, "_", "0x")."""
     if not s or len(s) > _MAX_DIGITS:
         raise ParseError("bad %s: %r" % (what, s[:40]))
     for c in s:
@@ -142,7 +142,7 @@ def split_url(url):
     if not host:
         raise ParseError("URL has no host")
     if tail:
-        port = _digits(tail[1:], "port")
+        port = digits(tail[1:], "port")
         if not 0 < port < 65536:
             raise ParseError("port out of range: %d" % port)
     return scheme, host, port, target
@@ -200,7 +200,7 @@ def parse_content_length(value):
     # A list "n, n" of equal values is allowed (RFC 9110 8.6); anything else is an error.
     first = None
     for part in value.split(","):
-        n = _digits(part.strip(), "Content-Length")
+        n = digits(part.strip(), "Content-Length")
         if first is not None and n != first:
             raise ParseError("conflicting Content-Length values")
         first = n
@@ -211,35 +211,10 @@ def is_chunked(value):
     return value.split(",")[-1].strip().lower() == "chunked"
 
 
-def parse_content_range(value):
-    """(start, end, total) from "bytes a-b/t"; (None, None, t) from "bytes */t"; t may be None."""
-    v = value.strip()
-    if v[:6].lower() != "bytes ":
-        raise ParseError("bad Content-Range: %r" % value[:60])
-    v = v[6:].strip()
-    i = v.find("/")
-    if i < 0:
-        raise ParseError("bad Content-Range: %r" % value[:60])
-    rng, tot = v[:i].strip(), v[i + 1 :].strip()
-    total = None if tot == "*" else _digits(tot, "Content-Range total")
-    if rng == "*":
-        if total is None:
-            raise ParseError("bad Content-Range: %r" % value[:60])
-        return None, None, total
-    j = rng.find("-")
-    if j < 0:
-        raise ParseError("bad Content-Range: %r" % value[:60])
-    start = _digits(rng[:j], "Content-Range start")
-    end = _digits(rng[j + 1 :], "Content-Range end")
-    if end < start or (total is not None and end >= total):
-        raise ParseError("inconsistent Content-Range: %r" % value[:60])
-    return start, end, total
-
-
 def parse_retry_after(value):
     v = value.strip()
     if v and "0" <= v[0] <= "9":
-        return _digits(v, "Retry-After")
+        return digits(v, "Retry-After")
     if not v or not ("A" <= v[0] <= "Z" or "a" <= v[0] <= "z"):
         raise ParseError("bad Retry-After: %r" % v[:40])
     return v  # an HTTP-date, left to the caller (a board may not know the time)

@@ -72,6 +72,7 @@ FEATURES: tuple[Feature, ...] = (
             "mpfota/http.py",
             "mpfota/httpchunk.py",
             "mpfota/httpparse.py",
+            "mpfota/httprange.py",
             "mpfota/httpredirect.py",
             "mpfota/httptls.py",
             "mpfota/journal.py",

@@ -19,6 +19,7 @@ sys.path.insert(0, str(paths.DEVICE))
 from mpfota import httpparse as hp  # noqa: E402
 from mpfota.httpchunk import parse_chunk_size  # noqa: E402
 from mpfota.httpparse import ParseError  # noqa: E402
+from mpfota.httprange import parse_content_range  # noqa: E402
 from mpfota.httpredirect import resolve_location  # noqa: E402
 
 # ------------------------------------------------------------------------------ URLs
@@ -225,9 +226,9 @@ def test_chunk_size_lines():
 
 
 def test_content_range():
-    assert hp.parse_content_range("bytes 0-99/100") == (0, 99, 100)
-    assert hp.parse_content_range("BYTES 5-5/*") == (5, 5, None)
-    assert hp.parse_content_range("bytes */1000") == (None, None, 1000)
+    assert parse_content_range("bytes 0-99/100") == (0, 99, 100)
+    assert parse_content_range("BYTES 5-5/*") == (5, 5, None)
+    assert parse_content_range("bytes */1000") == (None, None, 1000)
     for bad in (
         "",
         "bytes",
@@ -242,7 +243,7 @@ def test_content_range():
         "bytes 0-1/-2",
     ):
         with pytest.raises(ParseError):
-            hp.parse_content_range(bad)
+            parse_content_range(bad)
 
 
 def test_retry_after():
@@ -260,7 +261,7 @@ BYTE_PARSERS = (hp.parse_status_line, hp.parse_header, parse_chunk_size)
 TEXT_PARSERS = (
     hp.split_url,
     hp.parse_content_length,
-    hp.parse_content_range,
+    parse_content_range,
     hp.parse_retry_after,
     hp.is_chunked,
     lambda s: resolve_location(BASE, s),
@@ -454,7 +455,7 @@ def _answers(b, t):
         _run(parse_chunk_size, b),
         _run(hp.split_url, t),
         _run(hp.parse_content_length, t),
-        _run(hp.parse_content_range, t),
+        _run(parse_content_range, t),
         _run(hp.parse_retry_after, t),
         _run(hp.is_chunked, t),
         _run(resolve_location, BASE, t),
@@ -466,6 +467,7 @@ _DUAL = r"""
 import json, binascii
 from mpfota import httpparse as hp
 from mpfota.httpchunk import parse_chunk_size
+from mpfota.httprange import parse_content_range
 from mpfota.httpredirect import resolve_location
 BASE = %r
 def _run(f, *a):
@@ -478,7 +480,7 @@ def _run(f, *a):
         return ["other", type(e).__name__]
 def _answers(b, t):
     out = [_run(f, b) for f in (hp.parse_status_line, hp.parse_header, parse_chunk_size)]
-    out += [_run(f, t) for f in (hp.split_url, hp.parse_content_length, hp.parse_content_range,
+    out += [_run(f, t) for f in (hp.split_url, hp.parse_content_length, parse_content_range,
                                  hp.parse_retry_after, hp.is_chunked)]
     return out + [_run(resolve_location, BASE, t), _run(resolve_location, t, "../x")]
 for h, t in json.load(open(%r)):
