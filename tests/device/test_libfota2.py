@@ -372,8 +372,9 @@ def test_full_update_download_cb0_reset_new_core(vboard, luatos_server):
 
 async def test_raw_image_update_on_asyncio_alone_loads_no_lsys(vboard, luatos_server):
     # An app that never imports lsys: request() schedules on asyncio, the callback still runs,
-    # and neither the LuatOS scheduler nor the HTTP parts a plain 200 does not need (chunked
-    # decoding, redirects, TLS) are loaded.
+    # and neither the LuatOS scheduler nor what a plain 200 to a ###URL does not need (chunked
+    # decoding, redirects, Content-Range, TLS; the URL rules, log texts, periodic schedule)
+    # is loaded.
     import sys
 
     vb.boot()
@@ -390,7 +391,8 @@ async def test_raw_image_update_on_asyncio_alone_loads_no_lsys(vboard, luatos_se
         await asyncio.sleep_ms(20)
     assert got == [0]
     loaded = [m for m in ("lsys", "lnet", "mpfota.httpchunk", "mpfota.httpredirect",
-                          "mpfota.httptls", "ssl") if m in sys.modules]
+                          "mpfota.httprange", "mpfota.httptls", "ssl", "libfota2url",
+                          "libfota2log", "fotatimer") if m in sys.modules]
     assert not loaded, loaded
 
 
