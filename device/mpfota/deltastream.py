@@ -181,7 +181,7 @@ def _add_runs_py(out, i, k, raw, st):
 
 try:
     from mpfota.deltarun import add_runs
-except ImportError:  # CPython, or a port without viper
+except (ImportError, SyntaxError):  # CPython; a port without viper fails to compile it
     add_runs = _add_runs_py
 
 

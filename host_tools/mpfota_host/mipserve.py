@@ -40,6 +40,14 @@ def _short(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:8]
 
 
+def _native(src: Path) -> bool:
+    """True when the module holds viper or native code: an index for every board cannot carry
+    machine code, so such a module is served as source and the board's own compiler emits it
+    (a board without a native emitter then takes the module's Python fallback)."""
+    text = src.read_text(encoding="utf-8")
+    return "@micropython.viper" in text or "@micropython.native" in text
+
+
 def _compile(src: Path, rel: str, mpy_cross: str, out: Path) -> bytes:
     dest = out / (rel[:-3] + ".mpy")
     if dest.is_file():  # the same module in another package
@@ -99,7 +107,7 @@ class Index:
         for flavour in self.flavours:
             hashes = []
             for src, rel in files:
-                if flavour == SOURCE:
+                if flavour == SOURCE or _native(src):
                     data, target = src.read_bytes(), rel
                 else:
                     data = _compile(src, rel, self.mpy_cross, self._out / flavour)
