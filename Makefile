@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.mpfota-setup
+MMDC  := $(VENV)/node/node_modules/.bin/mmdc
 PORT  ?=
 APT_PACKAGES := mosquitto nginx openssl postgresql chromium lua5.4
 
@@ -33,13 +34,12 @@ demo: setup
 
 # Ends on pytest's last line; the power-cut figures are in build/reliability.txt, and one
 # line of them is in pytest's summary (tests/conftest.py).
-test: setup
+test: setup $(MMDC)
 	$(PY) -m pytest tests
 
 # The renderer of the mermaid diagrams in docs/ (npm's mermaid-cli, with Debian's chromium),
-# then the test that renders them all (it is skipped where the renderer is missing).
-MMDC := $(VENV)/node/node_modules/.bin/mmdc
-$(MMDC):
+# then the test that renders them all (make test installs it too, so the test runs there).
+$(MMDC): | apt
 	PUPPETEER_SKIP_DOWNLOAD=1 npm install -s --prefix $(VENV)/node --no-audit --no-fund \
 	  @mermaid-js/mermaid-cli@11.17.0
 
