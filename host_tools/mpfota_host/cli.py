@@ -2,7 +2,8 @@
 
 Each tool module of this package that defines `register(subparsers)` adds its subcommand and
 sets `func(args) -> int` on its parser; modules are found by name, so a new tool needs no edit
-here. Bad input raises `UserError`, printed as one line.
+here. Bad input raises `UserError`, printed as one line (exit status 2, or the error's
+`exit_status`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"mpfota {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)  # 1: a failed generation (mpfota delta)
     except KeyboardInterrupt:
         return 130
 

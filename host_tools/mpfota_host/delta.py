@@ -26,6 +26,14 @@ from . import image, paths
 from .errors import UserError
 from .progress import Progress
 
+
+class GenerationError(UserError):
+    """The patch could not be made (empty image, out of memory, its own check failed): exit
+    status 1, where bad command-line usage stays 2."""
+
+    exit_status = 1
+
+
 DEFAULT_MAX_WBITS = 12
 WINDOW_TOLERANCE = 0.01  # a smaller window is chosen while it costs less than 1 % more
 FULL_IMAGE_SHARE = 0.9  # from this patch/new-image ratio on, `mpfota delta` suggests a full image
@@ -177,7 +185,7 @@ def make_patch(
     """The patch rebuilding `new` from `old`, checked by applying it."""
     f = fmt()
     if not old or not new:
-        raise UserError("OLD and NEW must not be empty")
+        raise GenerationError("OLD and NEW must not be empty")
     if not f.MIN_WBITS <= max_wbits <= f.MAX_WBITS:
         raise UserError(f"--wbits must be in {f.MIN_WBITS}..{f.MAX_WBITS}")
     raws, triples = raw_streams(old, new)
@@ -185,9 +193,11 @@ def make_patch(
     try:
         rebuilt = apply_patch(old, data, progress)
     except f.PatchError as exc:
-        raise UserError(f"internal error: the patch fails its own check ({exc}); please report")
+        raise GenerationError(
+            f"internal error: the patch fails its own check ({exc}); please report"
+        )
     if rebuilt != new:
-        raise UserError("internal error: the patch does not rebuild NEW (please report)")
+        raise GenerationError("internal error: the patch does not rebuild NEW (please report)")
     return Patch(data, f.parse_header(data), [len(r) for r in raws], triples)
 
 
@@ -294,7 +304,7 @@ def read_slot_image(path: str) -> tuple[bytes, str]:
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not data:
-        raise UserError(f"{path} is empty")
+        raise GenerationError(f"{path} is empty")
     if data[:4] == image.MAGIC:
         try:
             header = image.verify(data)
@@ -335,7 +345,7 @@ def cmd_delta(args: argparse.Namespace) -> int:
     try:
         patch = _generate(args, old, new)
     except MemoryError:
-        raise UserError(
+        raise GenerationError(
             f"not enough memory to match images of {len(old)} and {len(new)} bytes (bsdiff "
             "needs about 17 times the size of OLD)"
         ) from None

@@ -19,6 +19,7 @@ from functools import cache
 from types import ModuleType
 
 from . import paths
+from .delta import GenerationError
 from .errors import UserError
 
 DEFAULT_UNIT_MAX = 4096  # bytes of DEFLATE data the device holds for one unit
@@ -191,7 +192,7 @@ def cut_units(enc: Encoder, size: int, unit_max: int, wbits: int) -> list[Unit]:
                 else:
                     best, lo = trial, mid
         if best is None:
-            raise UserError(f"--unit-bytes {unit_max} is too small for this image")
+            raise GenerationError(f"--unit-bytes {unit_max} is too small for this image")
         units.append(best)
         start = best.end
     return units
@@ -238,7 +239,7 @@ def make_stream_patch(
     """The format-2 patch rebuilding `new` from `old`, checked by applying it."""
     f = fmt()
     if not old or not new:
-        raise UserError("OLD and NEW must not be empty")
+        raise GenerationError("OLD and NEW must not be empty")
     if not f.MIN_WBITS <= wbits <= f.MAX_WBITS:
         raise UserError(f"--wbits must be in {f.MIN_WBITS}..{f.MAX_WBITS}")
     if not MIN_UNIT_MAX <= unit_max <= 0xFFFF:
@@ -248,9 +249,11 @@ def make_stream_patch(
     try:
         rebuilt = apply_stream_patch(old, data)
     except f.PatchError as exc:
-        raise UserError(f"internal error: the patch fails its own check ({exc}); please report")
+        raise GenerationError(
+            f"internal error: the patch fails its own check ({exc}); please report"
+        )
     if rebuilt != new:
-        raise UserError("internal error: the patch does not rebuild NEW (please report)")
+        raise GenerationError("internal error: the patch does not rebuild NEW (please report)")
     return StreamPatch(data, units)
 
 

@@ -65,7 +65,7 @@ def test_empty_images_are_refused_in_one_line(tmp_path, capsys):
     for a, b in (("empty", "one"), ("one", "empty")):
         code = cli.main(["delta", str(tmp_path / a), str(tmp_path / b), "-o", str(tmp_path / "p")])
         err = capsys.readouterr().err
-        assert code != 0 and "is empty" in err and "Traceback" not in err
+        assert code == 1 and "is empty" in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
 
 

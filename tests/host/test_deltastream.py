@@ -147,6 +147,24 @@ def test_cli_format_2(tmp_path, capsys):
     assert "--unit-bytes must be in" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("fmt", ["1", "2"])
+def test_cli_failed_self_check_exits_1(fmt, tmp_path, capsys, monkeypatch):
+    # A patch that does not rebuild NEW: one line, exit status 1 (2 stays for usage errors).
+    from mpfota_host import delta
+
+    old, new = small_bodies()
+    (tmp_path / "a").write_bytes(old)
+    (tmp_path / "b").write_bytes(new)
+    broken = lambda old, data, *a, **k: new[:-1]  # noqa: E731
+    monkeypatch.setattr(delta, "apply_patch", broken)
+    monkeypatch.setattr(ds, "apply_stream_patch", broken)
+    argv = ["delta", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "p")]
+    assert cli.main([*argv, "--format", fmt]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "internal error" in err[-1] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "p").exists()
+
+
 # --- fuzzing ---------------------------------------------------------------------------------
 
 
