@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures_package import core, make
 from images import core_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "host"))
@@ -50,6 +49,8 @@ def _entry(name: str, data: bytes) -> dict:
 
 @pytest.fixture
 def changing_server():
+    from fixtures_package import core, make  # here: a plugin module pytest imports itself
+
     releases = {
         # sizes differ, so a mix of the two cannot pass for either by its length
         "image": (core_image(OLD_CORE, 70_000), core_image(NEW_CORE, 66_000)),
