@@ -12,11 +12,17 @@
 # Slot and buffer and stages its script set. A dropped connection resumes inside the package
 # (Range from the installer's resume offset); after a power cut a package starts from byte 0.
 # A format-2 delta patch ("MPFD" version 2) goes to mpfota.deltafetch, applied as it streams.
+#
+# The buffers come first, before the rest of the path is imported (the imports leave the heap
+# in holes): the door's sector buffer when mpfota.slot loads, then the 1 KiB head buffer.
+from mpfota.slot import Slot
+
+_HEAD = bytearray(1024)  # the HTTP head (and chunk-size lines); one download at a time
+
 from micropython import const
 
 from mpfota import http, log
 from mpfota.errors import ALREADY_RUNNING, FOTA_ERROR, FotaError
-from mpfota.slot import Slot
 
 CHECKPOINT = const(262144)
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
@@ -58,7 +64,7 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
     are logged with their cause, and nothing is switched. The image the board already runs
     raises FotaError(errors.ALREADY_RUNNING) after its first bytes, with nothing written."""
     try:
-        slot = Slot()
+        slot = Slot(md5=md5 is not None)
         if isinstance(slot.saved_validator(url), list):  # a streamed delta, cut by a power loss
             return await _delta(slot, url, version, switch, retries, timeout_ms, progress,
                                 checkpoint, request)
@@ -94,7 +100,6 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
     # holding the package found in the body; pkg_args: what it needs).
     import time
 
-    hbuf = bytearray(1024)
     deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
     offset, validator = slot.resume_point(url)
     pkg = None
@@ -105,7 +110,7 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
             raise http.HTTPError(http.ERR_TIMEOUT, "download deadline passed")
         try:
             resp = await http.request(
-                method, url, hbuf, range_start=offset if offset or range_always else None,
+                method, url, _HEAD, range_start=offset if offset or range_always else None,
                 if_range=validator if offset else None, deadline_ms=remaining, **request)
             try:
                 if resp.status not in (200, 206):
@@ -121,6 +126,7 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
                     if _is_package(slot.buf, n):
                         from mpfota import downloadpkg
 
+                        slot.hash_md5 = True  # a package's core section carries an MD5
                         pkg = downloadpkg.Fetch(slot, resp.etag or resp.last_modified,
                                                 *pkg_args)
                         await pkg.feed(resp, 0, bytes(slot.buf[:n]))

@@ -59,8 +59,8 @@ class _Hashed:
         self.md5 = hashlib.md5(head) if want[0] else None
         self.sha = hashlib.sha256(head) if want[1] else None
 
-    async def readinto(self, mv):
-        n = await self.resp.readinto(mv)
+    async def readinto(self, mv, n=None):
+        n = await self.resp.readinto(mv, n)
         if n:
             if self.md5:
                 self.md5.update(mv[:n])

@@ -5,7 +5,8 @@
 #   m = await package.install(stream, project="DEMO", version="001.000.000")
 #   m = package.install_file("/update.pkg", project="DEMO", version="001.000.000")
 #
-# `stream` is anything with a coroutine `readinto(mv) -> n` (0 at the end): the HTTP client's
+# `stream` is anything with a coroutine `readinto(mv, n=None) -> count` (at most n bytes, default
+# len(mv), into the start of mv; 0 at the end): the HTTP client's
 # Response, or FileStream(open(path, "rb")). One 4 KiB buffer serves the whole package: the
 # manifest, the signature, the core section (it is the slot writer's sector buffer) and the
 # script files. Everything is checked (manifest CRC, signature when a key is provisioned, the
@@ -417,8 +418,8 @@ class FileStream:
     def __init__(self, f):
         self.f = f
 
-    async def readinto(self, mv):
-        return self.f.readinto(mv) or 0
+    async def readinto(self, mv, n=None):
+        return self.f.readinto(mv, n if n is not None else len(mv)) or 0
 
 
 class Installer:

@@ -15,6 +15,13 @@
 # prefix in flash is what was written. Before the first sector is written, the image's identity
 # is compared with the running image's: the same image is refused (ALREADY_RUNNING) with
 # nothing written, so a board never reinstalls what it runs.
+#
+# The sector buffer is taken first, when this module is imported and before its own imports:
+# later, imports leave the heap in small holes and a 4 KiB block would need fresh heap
+# (docs/engine.md, "The sector buffer"). Every Slot of the process shares it: only one
+# update writes the spare slot at a time.
+_BUF = bytearray(4096)
+
 import binascii
 import hashlib
 from micropython import const
@@ -52,7 +59,9 @@ def unconfirmed(running=None):
 
 
 class Slot:
-    def __init__(self, buf=None):
+    # md5: compute the MD5 of the bytes (only worth it when verify() will get one to check;
+    # hash_md5 may be turned on before restart(), and verify() refuses an MD5 it cannot check).
+    def __init__(self, buf=None, md5=True):
         self.running, self.spare = board.ota_slots()
         what = unconfirmed(_label(self.running))
         if what:
@@ -61,7 +70,8 @@ class Slot:
         self.label = _label(self.spare)
         self._bs = self.spare.ioctl(5, 0)
         self.capacity = self.spare.ioctl(4, 0) * self._bs
-        self.buf = buf if buf is not None else bytearray(SECTOR)
+        self.buf = buf if buf is not None else _BUF
+        self.hash_md5 = md5
         if len(self.buf) != SECTOR:
             raise ValueError("the sector buffer must be 4096 bytes")
         self.mv = memoryview(self.buf)
@@ -74,7 +84,7 @@ class Slot:
         self.flushed = 0  # bytes programmed into flash (a multiple of SECTOR until finish)
         self.fill = 0  # bytes waiting in the sector buffer
         self.crc = 0
-        self.md5 = hashlib.md5()
+        self.md5 = hashlib.md5() if self.hash_md5 else None
         self.sha256 = hashlib.sha256()
         self.verified = False
 
@@ -83,8 +93,9 @@ class Slot:
         return self.flushed + self.fill
 
     def space(self):
-        # The free part of the sector buffer, for readinto(); call advance(n) afterwards.
-        return self.mv[self.fill:]
+        # The free part of the sector buffer, for readinto(); call advance(n) afterwards. Most
+        # reads fill a whole sector: the buffer itself then, no slice.
+        return self.mv[self.fill:] if self.fill else self.mv
 
     def advance(self, n):
         if self.flushed + self.fill + n > self.capacity:
@@ -107,36 +118,47 @@ class Slot:
         return pos
 
     async def pour(self, stream, limit=None, progress=None, every=0, on_checkpoint=None):
-        # Read `stream` (readinto) into the slot until it ends or `limit` bytes are written;
-        # on_checkpoint() after every `every` bytes flushed; progress(written, limit) as bytes
-        # arrive, and a log line every 10 %. Returns the bytes written in all.
+        # Read `stream` (await readinto(mv, n): at most n bytes into the start of mv) into the
+        # slot until it ends or `limit` bytes are written; on_checkpoint() after every `every`
+        # bytes flushed; progress(written, limit) as bytes arrive, and a log line every 10 %.
+        # Returns the bytes written in all. Per read: no allocation but the stream's own.
         saved = self.flushed
-        tenth = self.written * _TENTHS // limit if limit else 0  # tenths logged so far
-        while limit is None or self.written < limit:
-            mv = self.space()
-            if limit is not None and limit - self.written < len(mv):
-                mv = mv[:limit - self.written]
-            n = await stream.readinto(mv)
+        end = self.capacity + 1 if limit is None else limit  # a byte too many: advance() refuses
+        mark = self._tenth(limit) if limit else end + 1  # when the next log line is due
+        while True:
+            got = self.flushed + self.fill
+            n = end - got
+            if n <= 0:
+                break
+            if n > SECTOR - self.fill:
+                n = SECTOR - self.fill
+            n = await stream.readinto(self.space(), n)
             if not n:
                 break
             self.advance(n)
+            got += n
             if every and self.flushed - saved >= every:
                 on_checkpoint()
                 saved = self.flushed
             if progress:
-                progress(self.written, limit)
-            if limit and self.written * _TENTHS // limit > tenth:
-                tenth = self.written * _TENTHS // limit
+                progress(got, limit)
+            if got >= mark:
                 log.info("fota", "received %d%% (%d of %d bytes)"
-                         % (tenth * 10, self.written, limit))
+                         % (got * _TENTHS // limit * 10, got, limit))
+                mark = self._tenth(limit)
         return self.written
 
+    def _tenth(self, limit):
+        # The byte count at which the next tenth of `limit` is reached.
+        return -(-(self.written * _TENTHS // limit + 1) * limit // _TENTHS)
+
     def _flush(self):
-        data = self.mv[:self.fill]
+        data = self.mv if self.fill == SECTOR else self.mv[:self.fill]
         if self.flushed == 0:
             self._refuse_same(data)
         self.sha256.update(data)
-        self.md5.update(data)
+        if self.md5 is not None:
+            self.md5.update(data)
         self.crc = binascii.crc32(data, self.crc)
         # writeblocks without offset erases the sector first (esp32.Partition semantics).
         self.spare.writeblocks(self.flushed // self._bs, data)
@@ -193,7 +215,8 @@ class Slot:
         mv = self.mv
         while self.flushed < offset:
             self.spare.readblocks(self.flushed // self._bs, mv)
-            self.md5.update(mv)
+            if self.md5 is not None:
+                self.md5.update(mv)
             self.sha256.update(mv)
             self.crc = binascii.crc32(mv, self.crc)
             self.flushed += SECTOR
@@ -214,7 +237,7 @@ class Slot:
             raise FotaError(FOTA_ERROR, "empty update", LENGTH)
         if length is not None and n != length:
             raise FotaError(FOTA_ERROR, "length %d, expected %d" % (n, length), LENGTH)
-        got_md5 = _hex(self.md5.digest())
+        got_md5 = _hex(self.md5.digest()) if self.md5 is not None else None
         got = self.sha256.digest()
         if md5 and got_md5 != md5.lower():
             raise FotaError(FOTA_ERROR, "md5 %s, expected %s" % (got_md5, md5.lower()), DIGEST)

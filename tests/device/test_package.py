@@ -289,14 +289,13 @@ class _Dropping:
         self.resp = resp
         self.left = limit
 
-    async def readinto(self, mv):
+    async def readinto(self, mv, n=None):
         from mpfota import http
 
         if self.left <= 0:
             raise http.HTTPError(http.ERR_CLOSE, "connection dropped (test)")
-        if len(mv) > self.left:
-            mv = mv[:self.left]
-        n = await self.resp.readinto(mv)
+        n = min(len(mv) if n is None else n, self.left)
+        n = await self.resp.readinto(mv, n)
         self.left -= n
         return n
 
