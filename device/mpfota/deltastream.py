@@ -9,8 +9,10 @@
 # and one raw DEFLATE stream of its own (so that the apply can restart at any unit):
 #   ops     varint x, varint y, varint zigzag(z): x bytes are old[pos..] + diff, then y literal
 #           bytes, then pos += x + z
-#   entries read when the diff needs one: varint zeros << 2 | n, n = 1..3 nonzero diff bytes
-#           follow (as the diff reaches them); n = 0: a second varint holds the count (any)
+#   entries read when the diff needs one: varint zeros << 3 | code, then nonzero diff bytes:
+#           code 1..3 that many follow; 0: a second varint holds the count (any), they follow;
+#           4..7: the run in that place of the cache of the last RUN_CACHE short runs (1..4
+#           bytes, most recently used first), nothing follows (relocations repeat a few runs)
 #   bytes   the nonzero diff bytes and the literal bytes, where the apply reaches them
 # A unit rebuilds `out_len` bytes of the new image from `old_pos` on; its packed bytes carry a
 # CRC-32 (a damaged patch is refused before its unit is applied) and so do its output bytes (a
@@ -31,6 +33,9 @@ MIN_WBITS = const(9)
 MAX_WBITS = const(15)
 MAX_VARINT_BYTES = const(4)  # 28 bits: every size and seek of a slot image fits
 RAW_BUF = const(256)  # decoded op bytes held at a time
+RUN_CACHE = const(4)  # short diff runs an entry can repeat by number (codes 4..7)
+_CACHE = const(6)  # where they start in the run state (Applier.st)
+ST_LEN = const(6 + 2 * RUN_CACHE)
 
 # magic, version, wbits, unit_max (largest packed unit), sector_log2 (checkpoint grain),
 # 3 reserved, from_size, from_sha256, to_size, to_sha256, units; then the header CRC-32.
@@ -107,13 +112,16 @@ def pack_unit(packed_len, out_len, old_pos, packed_crc, out_crc):
 
 def _add_runs_py(out, i, k, raw, st):
     # out[i:k] += the diff that the entries and bytes in raw[st[0]:st[1]] describe; st holds
-    # [raw position, raw end, zeros left, nonzero left]. Returns the new i: k when done, less
-    # when raw ran out (refill it and call again), -1 on a bad entry. deltarun.py has the
-    # viper twin; the two must stay step for step the same.
+    # [raw position, raw end, zeros left, nonzero left, short run, short run on, cached runs
+    # x RUN_CACHE, their lengths x RUN_CACHE]. Returns the new i: k when done, less when raw
+    # ran out (refill it and call again), -1 on a bad entry. deltarun.py has the viper twin;
+    # the two must stay step for step the same.
     pos = st[0]
     end = st[1]
     zeros = st[2]
     nonzero = st[3]
+    run = st[4]
+    short = st[5]
     while i < k:
         if zeros:
             s = k - i
@@ -121,6 +129,13 @@ def _add_runs_py(out, i, k, raw, st):
                 s = zeros
             zeros -= s
             i += s
+        elif nonzero and short:
+            # A short run's bytes come from the register, lowest byte first.
+            while nonzero and i < k:
+                out[i] = (out[i] + run) & 0xFF
+                run >>= 8
+                nonzero -= 1
+                i += 1
         elif nonzero:
             s = k - i
             if nonzero < s:
@@ -135,7 +150,8 @@ def _add_runs_py(out, i, k, raw, st):
             i += s
             nonzero -= s
         else:
-            # An entry: one varint, or two when n is 0; taken only when complete in raw.
+            # An entry: one varint, or two when its code is 0, and then a short run's bytes;
+            # taken only when all of that is in raw.
             p = pos
             v = 0
             shift = 0
@@ -152,8 +168,13 @@ def _add_runs_py(out, i, k, raw, st):
                     return -1
             if not complete:
                 break
-            n = v & 3
-            if not n:
+            code = v & 7
+            n = code
+            hit = -1
+            if code >= 4:
+                hit = code - 4
+                n = st[_CACHE + RUN_CACHE + hit]
+            elif not code:
                 shift = 0
                 complete = 0
                 while p < end:
@@ -168,14 +189,35 @@ def _add_runs_py(out, i, k, raw, st):
                         return -1
                 if not complete:
                     break
-            zeros = v >> 2
+            if hit < 0 and 0 < n <= 4 and end - p < n:
+                break
+            zeros = v >> 3
             nonzero = n
             if not zeros and not nonzero:
                 return -1  # an entry that covers nothing would never end
+            short = 0
+            if hit >= 0:
+                run = st[_CACHE + hit]
+            elif n <= 4 and n:
+                run = 0
+                for j in range(n):
+                    run |= raw[p + j] << (8 * j)
+                p += n
+                hit = RUN_CACHE - 1  # a new run: the oldest one goes
+            if hit >= 0:
+                # Move to front: the runs most recently used get the smallest codes.
+                for j in range(hit, 0, -1):
+                    st[_CACHE + j] = st[_CACHE + j - 1]
+                    st[_CACHE + RUN_CACHE + j] = st[_CACHE + RUN_CACHE + j - 1]
+                st[_CACHE] = run
+                st[_CACHE + RUN_CACHE] = n
+                short = 1
             pos = p
     st[0] = pos
     st[2] = zeros
     st[3] = nonzero
+    st[4] = run
+    st[5] = short
     return i
 
 
@@ -228,7 +270,7 @@ class Applier:
         self.src_size = unit_max
         self.raw = bytearray(RAW_BUF)
         self.rmv = memoryview(self.raw)
-        self.st = array.array("i", (0, 0, 0, 0))  # raw position, raw end, zeros, nonzero
+        self.st = array.array("I", [0] * ST_LEN)  # the run state (_add_runs_py)
 
     def resume(self, header, state):
         # Carry on from a checkpoint: header = the patch's first HEADER_SIZE bytes, state as
@@ -309,7 +351,7 @@ class Applier:
         self.src.seek(0)
         self.dec = self.decoder(self.src, self.h.wbits)
         st = self.st
-        for i in range(4):
+        for i in range(ST_LEN):
             st[i] = 0
         self.x = self.y = self.z = 0
         self.ocrc = 0
@@ -422,7 +464,7 @@ class Applier:
 
     def _end_unit(self):
         st = self.st
-        if st[2] or st[3]:
+        if st[2] or st[3]:  # zeros or nonzero bytes left
             raise PatchError("unit %d: runs stream goes past the end of the unit" % self.unit)
         if st[0] != st[1] or self.dec.readinto(self.rmv[:1]):
             raise PatchError("unit %d: longer than announced (data after its last op)"

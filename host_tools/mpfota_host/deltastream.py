@@ -65,6 +65,36 @@ class Op:
     extra: int  # offset of its literal bytes in bsdiff's extra string
 
 
+class RunCache:
+    """Entries as the device reads them (device/mpfota/deltastream.py): a short run (1..4
+    nonzero bytes) follows its entry at once and joins the cache of the last RUN_CACHE short
+    runs, most recently used first; a run already there is named by its place (code 4..7)."""
+
+    def __init__(self, out: bytearray) -> None:
+        self.out = out
+        self.runs: list[bytes] = []
+
+    def entry(self, zeros: int, run: bytes) -> bool:
+        """Write the entry for `zeros` zero bytes and then `run`; True when the run's bytes
+        are written too (short runs), False when they follow where the diff reaches them."""
+        size = fmt().RUN_CACHE
+        if run in self.runs:
+            at = self.runs.index(run)
+            _varint(zeros << 3 | 4 + at, self.out)
+            self.runs.insert(0, self.runs.pop(at))
+            return True
+        if 1 <= len(run) <= 3:
+            _varint(zeros << 3 | len(run), self.out)
+        else:
+            _varint(zeros << 3, self.out)
+            _varint(len(run), self.out)
+        if not 1 <= len(run) <= 4:
+            return False
+        self.out += run
+        self.runs = [run, *self.runs[: size - 1]]
+        return True
+
+
 class Encoder:
     """Op streams for output ranges of NEW, from bsdiff's triples."""
 
@@ -112,7 +142,8 @@ class Encoder:
             entries.append((len(diff) - pos, b""))
         out = bytearray()
         nxt = iter(entries)
-        zeros, nonzero = 0, b""
+        cache = RunCache(out)
+        zeros, nonzero, follow = 0, b"", False
         for k, (old_at, x, y, d, lit) in enumerate(parts):
             seek = parts[k + 1][0] - (old_at + x) if k + 1 < len(parts) else 0
             _varint(x, out)
@@ -123,17 +154,14 @@ class Encoder:
             while i < x:
                 if not zeros and not nonzero:
                     zeros, nonzero = next(nxt)
-                    if 1 <= len(nonzero) <= 3:
-                        _varint(zeros << 2 | len(nonzero), out)
-                    else:
-                        _varint(zeros << 2, out)
-                        _varint(len(nonzero), out)
+                    follow = not cache.entry(zeros, nonzero)  # else written with the entry
                 if zeros:
                     s = min(zeros, x - i)
                     zeros -= s
                 else:
                     s = min(len(nonzero), x - i)
-                    out += nonzero[:s]
+                    if follow:
+                        out += nonzero[:s]
                     nonzero = nonzero[s:]
                 i += s
             out += lit
