@@ -74,6 +74,12 @@ def vboard(make_vboard):
     return make_vboard()
 
 
+@pytest.fixture
+def big_vboard(make_vboard):
+    """A virtual board with two 4 MiB slots, for tests that stream a multi-MB image."""
+    return make_vboard(slot_size=4 << 20)
+
+
 class UpdateServer:
     """The session HTTP test server, with core images for the default test board registered.
 

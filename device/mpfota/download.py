@@ -1,10 +1,12 @@
 # Download an update over HTTP straight into the spare slot, resumable, then verify and switch.
 #
 # The HTTP client reads into the door's sector buffer (mpfota.slot: no copy, no per-chunk
-# buffers). Every CHECKPOINT bytes (256 KiB: a few seconds of a slow link to fetch again) the
-# offset and the CRC of what is in flash go into the journal; after a dropped connection, or a
-# power cut and a new call, the download continues from there with a Range request (If-Range
-# with the ETag or Last-Modified seen first, so a changed file starts over).
+# buffers). Every CHECKPOINT bytes (256 KiB: a few seconds of a slow link to fetch again), but
+# not more than once every CHECKPOINT_MS (on a fast link a journal write costs more than
+# fetching a second's worth of bytes again), the offset and the CRC of what is in flash go into
+# the journal; after a dropped connection, or a power cut and a new call, the download
+# continues from there with a Range request (If-Range with the ETag or Last-Modified seen
+# first, so a changed file starts over). An explicit `checkpoint` is a plain byte interval.
 #
 # The same URL may serve an mpfota update package (docs/package-format.md) instead of a raw core
 # image: the first 16 bytes of a body that starts at byte 0 tell (package magic "MPFP"). A
@@ -25,6 +27,7 @@ from mpfota import http, log
 from mpfota.errors import ALREADY_RUNNING, FOTA_ERROR, FotaError
 
 CHECKPOINT = const(262144)
+CHECKPOINT_MS = const(1000)
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
 _SNIFF = const(16)  # bytes read before deciding: package header or raw image
 
@@ -44,7 +47,7 @@ class Result:
 
 
 async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retries=3,
-                progress=None, version=None, switch=True, checkpoint=CHECKPOINT,
+                progress=None, version=None, switch=True, checkpoint=None,
                 range_always=False, method="GET", package=None, **request):
     """Download `url` into the spare slot; verify; switch the boot slot when `switch`.
 
@@ -55,8 +58,9 @@ async def fetch(url, md5=None, sha256=None, length=None, timeout_ms=600000, retr
     manifest.
 
     `request` goes to mpfota.http.request (headers, body, server_cert, client_cert,
-    client_key, client_password, follow_redirects, ...). Progress is saved every `checkpoint`
-    bytes (a multiple of 4096) for resuming; `range_always` sends a Range header even from 0.
+    client_key, client_password, follow_redirects, ...). Progress is saved for resuming every
+    `checkpoint` bytes (a multiple of 4096), or by default every CHECKPOINT bytes and at most
+    once every CHECKPOINT_MS; `range_always` sends a Range header even from 0.
     progress(done, total) is called as bytes arrive (total None when unknown); the log shows
     every 10 %.
     Returns a Result. A non-2xx answer is not an error (Result.status says what it was);
@@ -187,7 +191,7 @@ async def _delta(slot, url, version, switch, retries, timeout_ms, progress, chec
 
     h = await deltafetch.fetch(url, version=version, switch=switch, retries=retries,
                                timeout_ms=timeout_ms, progress=progress, slot=slot,
-                               checkpoint=checkpoint, **request)
+                               checkpoint=checkpoint or CHECKPOINT, **request)
     return Result(200, h.to_size)
 
 
@@ -218,8 +222,9 @@ async def _take(resp, slot, url, offset, length, progress, checkpoint, sniffed=0
     if sniffed:
         slot.advance(sniffed)
     limit = total if total is not None else length  # a chunked body announces nothing
-    got = await slot.pour(resp, limit, progress, checkpoint,
-                          lambda: slot.checkpoint(url, validator, total))
+    got = await slot.pour(resp, limit, progress, checkpoint or CHECKPOINT,
+                          lambda: slot.checkpoint(url, validator, total),
+                          0 if checkpoint else CHECKPOINT_MS)
     if limit is not None and got == limit and await resp.readinto(bytearray(1)):
         raise FotaError(FOTA_ERROR, "body longer than announced (%d bytes)" % limit)
     if total is not None and got < total:

@@ -24,6 +24,8 @@ _BUF = bytearray(4096)
 
 import binascii
 import hashlib
+from time import ticks_diff, ticks_ms
+
 from micropython import const
 
 import board
@@ -117,12 +119,15 @@ class Slot:
             self.advance(k)
         return pos
 
-    async def pour(self, stream, limit=None, progress=None, every=0, on_checkpoint=None):
+    async def pour(self, stream, limit=None, progress=None, every=0, on_checkpoint=None,
+                   every_ms=0):
         # Read `stream` (await readinto(mv, n): at most n bytes into the start of mv) into the
-        # slot until it ends or `limit` bytes are written; on_checkpoint() after every `every`
-        # bytes flushed; progress(written, limit) as bytes arrive, and a log line every 10 %.
-        # Returns the bytes written in all. Per read: no allocation but the stream's own.
+        # slot until it ends or `limit` bytes are written; on_checkpoint() once `every` bytes
+        # were flushed and `every_ms` passed since the last one; progress(written, limit) as
+        # bytes arrive, and a log line every 10 %. Returns the bytes written in all. Per read:
+        # no allocation but the stream's own.
         saved = self.flushed
+        saved_at = ticks_ms()
         end = self.capacity + 1 if limit is None else limit  # a byte too many: advance() refuses
         mark = self._tenth(limit) if limit else end + 1  # when the next log line is due
         while True:
@@ -137,9 +142,11 @@ class Slot:
                 break
             self.advance(n)
             got += n
-            if every and self.flushed - saved >= every:
+            if every and self.flushed - saved >= every and (
+                    not every_ms or ticks_diff(ticks_ms(), saved_at) >= every_ms):
                 on_checkpoint()
                 saved = self.flushed
+                saved_at = ticks_ms()
             if progress:
                 progress(got, limit)
             if got >= mark:
