@@ -21,6 +21,8 @@ On the ESP8266 MicroPython v1.9.4 -> v1.10 pair (shared/corpus/firmware), in one
                                   mpy-cross), found by bisection
     delta.baseline_heap_kb        the same for booting and importing mpfota.deltafetch only
     delta.working_heap_kb         min_heap_kb - baseline_heap_kb: what applying itself needs
+    delta.http_heap_kb            the same for only downloading the patch (no apply): the part
+                                  of working_heap_kb that is the HTTP request, not the applier
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ SLOT_SIZE = 640 * 1024
 #               (no switch); with "staged", report the bytes it added to files
 #   copy N      copy N bytes of the running image into the spare slot (its version renamed,
 #               or the door refuses the image the board runs) and verify
+#   get URL     download the patch at URL into a 512-byte buffer, as deltafetch reads it, and
+#               drop it (the HTTP part of the streamed apply alone)
 #   baseline    boot and import mpfota.deltafetch, nothing else
 DEVICE_SCRIPT = """
 import sys
@@ -75,6 +79,20 @@ n = 0
 if mode == "stream":
     import asyncio
     n = asyncio.run(deltafetch.fetch(sys.argv[2], switch=False)).to_size
+elif mode == "get":
+    import asyncio
+    from mpfota import http
+
+
+    async def get():
+        chunk = memoryview(bytearray(512))
+        resp = await http.request("GET", sys.argv[2], bytearray(512))
+        while await resp.readinto(chunk):
+            pass
+        await resp.aclose()
+
+
+    asyncio.run(get())
 elif mode == "copy":
     from mpfota.slot import Slot
     n = int(sys.argv[2])
@@ -160,6 +178,7 @@ def apply_figures(old: bytes, new: bytes, repeat: int) -> Iterator[tuple[str, st
             yield ("delta.min_heap_kb", str(heap))
             yield ("delta.baseline_heap_kb", str(base_heap))
             yield ("delta.working_heap_kb", str(heap - base_heap))
+            yield ("delta.http_heap_kb", str(dev.min_heap_kb(board, "get", url) - base_heap))
         finally:
             server.shutdown()
 

@@ -23,9 +23,11 @@ def test_delta_figures():
         "delta.min_heap_kb",
         "delta.baseline_heap_kb",
         "delta.working_heap_kb",
+        "delta.http_heap_kb",
     ):
         assert float(figures[name]) > 0, (name, figures)
     assert int(figures["delta.v1_patch_bytes"]) < int(figures["delta.detools_bytes"])
     assert int(figures["delta.patch_bytes"]) < int(figures["delta.bsdiff4_bytes"])
     assert figures["delta.staged_bytes"] == "0"
     assert int(figures["delta.min_heap_kb"]) > int(figures["delta.baseline_heap_kb"])
+    assert int(figures["delta.working_heap_kb"]) > int(figures["delta.http_heap_kb"])
