@@ -383,6 +383,72 @@ def test_realistic_pairs_viper_and_python(delta_stream_pairs):
         deltastream.add_runs = viper
 
 
+# Entries of every kind, as (zeros << 3 | code) varints and bytes; the cache of short runs
+# after each is in the comment (most recent first).
+_ENTRIES = bytes(
+    [2 << 3 | 2, 0x10, 0x20]  # 2 zeros, a 2-byte run: [1020]
+    + [1 << 3 | 4]  # 1 zero, cached run 0 again: [1020]
+    + [0 << 3 | 1, 0x05]  # a 1-byte run: [05 1020]
+    + [3 << 3 | 5]  # cached run 1: [1020 05]
+    + [0 << 3 | 0, 6, 1, 2, 3, 4, 5, 6]  # a long run, its bytes streamed: cache unchanged
+    + [0 << 3 | 0, 4, 0xA1, 0xB2, 0xC3, 0xD4]  # a 4-byte run, short: [A1B2C3D4 1020 05]
+    + [2 << 3 | 6]  # cached run 2: [05 A1B2C3D4 1020]
+    + [0x80 | (300 << 3) & 0x7F, 300 >> 4, 0]  # 300 zeros (a two-byte varint), no run
+)
+_DIFF = (
+    b"\0\0\x10\x20" + b"\0\x10\x20" + b"\x05" + b"\0\0\0\x10\x20" + bytes(range(1, 7))
+    + b"\xa1\xb2\xc3\xd4" + b"\0\0\x05" + bytes(300)
+)
+
+
+def _run_entries(kernel, step, feed):
+    # Apply _ENTRIES to a base in output slices of `step` bytes, the raw buffer refilled
+    # `feed` bytes at a time (entries and short runs cut at every place).
+    import array
+
+    from mpfota import deltastream
+
+    base = bytes((0xF0 + 7 * i) & 0xFF for i in range(len(_DIFF)))
+    out = bytearray(base)
+    st = array.array("I", [0] * deltastream.ST_LEN)
+    raw = bytearray(32)
+    fed = 0
+    i = 0
+    while i < len(out):
+        k = min(i + step, len(out))
+        while i < k:
+            j = kernel(out, i, k, raw, st)
+            assert j >= 0, (step, feed, i)
+            if j < k:  # raw ran out: keep the unread tail, add the next bytes
+                keep = st[1] - st[0]
+                raw[:keep] = raw[st[0]:st[1]]
+                more = _ENTRIES[fed:fed + feed]
+                assert more, ("entries ran out", step, feed, j)
+                raw[keep:keep + len(more)] = more
+                fed += len(more)
+                st[0] = 0
+                st[1] = keep + len(more)
+            i = j
+    assert st[0] == st[1] and fed == len(_ENTRIES) and not st[2] and not st[3]
+    return bytes(out), bytes((b + d) & 0xFF for b, d in zip(base, _DIFF))
+
+
+def test_run_entries_viper_and_python():
+    from mpfota import deltastream
+
+    for kernel in (deltastream.add_runs, deltastream._add_runs_py):
+        for step in (1, 3, 7, 4096):
+            for feed in (1, 2, 5, 32):
+                got, want = _run_entries(kernel, step, feed)
+                assert got == want, (kernel, step, feed)
+        # A cached run that was never set, with no zeros, covers nothing: refused.
+        import array
+
+        st = array.array("I", [0] * deltastream.ST_LEN)
+        st[1] = 1
+        assert kernel(bytearray(4), 0, 4, bytearray([0 << 3 | 4]), st) == -1
+
+
 def test_the_routes_know_the_streamed_patch_magic():
     # download and package sniff a format-2 patch without importing its parser.
     from mpfota import deltastream, download, package
