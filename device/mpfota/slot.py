@@ -77,17 +77,25 @@ class Slot:
         if len(self.buf) != SECTOR:
             raise ValueError("the sector buffer must be 4096 bytes")
         self.mv = memoryview(self.buf)
+        self.flushed = 0
+        self.md5 = self.sha256 = None
         self.restart()
 
     # --- taking bytes --------------------------------------------------------------------------
 
     def restart(self):
-        # Start again at offset 0 (nothing is erased until a sector is full).
+        # Start again at offset 0 (nothing is erased until a sector is full). The digests are
+        # made anew only once bytes went into them: made again mid-download, after the HTTP
+        # response's objects, they would stay as islands in the heap the response leaves.
+        if self.flushed:
+            self.md5 = self.sha256 = None
+        if self.sha256 is None:
+            self.sha256 = hashlib.sha256()
+        if self.md5 is None and self.hash_md5:
+            self.md5 = hashlib.md5()
         self.flushed = 0  # bytes programmed into flash (a multiple of SECTOR until finish)
         self.fill = 0  # bytes waiting in the sector buffer
         self.crc = 0
-        self.md5 = hashlib.md5() if self.hash_md5 else None
-        self.sha256 = hashlib.sha256()
         self.verified = False
 
     @property
