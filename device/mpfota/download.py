@@ -218,9 +218,9 @@ async def _take(resp, slot, url, offset, length, progress, checkpoint, sniffed=0
         raise FotaError(FOTA_ERROR, "update of %d bytes does not fit the slot (%d)"
                         % (total, slot.capacity))
     validator = resp.etag or resp.last_modified
-    slot.checkpoint(url, validator, total)
     if sniffed:
         slot.advance(sniffed)
+    slot.checkpoint(url, validator, total)
     limit = total if total is not None else length  # a chunked body announces nothing
     got = await slot.pour(resp, limit, progress, checkpoint or CHECKPOINT,
                           lambda: slot.checkpoint(url, validator, total),

@@ -10,9 +10,10 @@
 #   s.switch(version)                 # journal "core", then set_boot()
 #
 # Bytes land in one 4 KiB sector buffer; every full sector is erased and programmed in one
-# writeblocks() call. MD5 (what LuatOS platforms use), SHA-256 and a CRC-32 are computed on the
-# way; the CRC is a plain integer, so a checkpoint can keep it and a resume can check that the
-# prefix in flash is what was written. Before the first sector is written, the image's identity
+# writeblocks() call. SHA-256 is computed on the way, and MD5 (what LuatOS platforms give) when
+# there is one to check. A checkpoint keeps the CRC-32 of the prefix in flash, a plain integer
+# brought up to date by reading back what was written since the last one, so a resume can check
+# that the prefix is still what was written. Before the first sector is written, the image's identity
 # is compared with the running image's: the same image is refused (ALREADY_RUNNING) with
 # nothing written, so a board never reinstalls what it runs.
 #
@@ -95,7 +96,8 @@ class Slot:
             self.md5 = hashlib.md5()
         self.flushed = 0  # bytes programmed into flash (a multiple of SECTOR until finish)
         self.fill = 0  # bytes waiting in the sector buffer
-        self.crc = 0
+        self.crc = 0  # CRC-32 of the first crc_at bytes in flash (brought up to date at checkpoints)
+        self.crc_at = 0
         self.verified = False
 
     @property
@@ -174,7 +176,6 @@ class Slot:
         self.sha256.update(data)
         if self.md5 is not None:
             self.md5.update(data)
-        self.crc = binascii.crc32(data, self.crc)
         # writeblocks without offset erases the sector first (esp32.Partition semantics).
         self.spare.writeblocks(self.flushed // self._bs, data)
         self.flushed += self.fill
@@ -201,6 +202,7 @@ class Slot:
 
     def checkpoint(self, key, validator=None, length=None):
         # Save the resume point of the bytes flushed so far (journal section "dl").
+        self._crc_flushed()
         journal.put("dl", {"key": key, "slot": self.label, "offset": self.flushed,
                            "crc": self.crc, "validator": validator, "length": length})
 
@@ -223,6 +225,17 @@ class Slot:
     def forget(self):
         journal.put("dl", None)
 
+    def _crc_flushed(self):
+        # Bring the CRC up to the bytes flushed by reading back what was written since the last
+        # checkpoint: a download that never checkpoints (a fast link) never pays for a CRC.
+        # Reads into the sector buffer, so no bytes may be waiting there.
+        if self.crc_at < self.flushed and self.fill:
+            raise ValueError("checkpoint with bytes waiting in the sector buffer")
+        while self.crc_at < self.flushed:
+            self.spare.readblocks(self.crc_at // self._bs, self.mv)
+            self.crc = binascii.crc32(self.mv, self.crc)
+            self.crc_at += SECTOR
+
     def _resume(self, offset, crc):
         self.restart()
         if offset % SECTOR or offset > self.capacity:
@@ -235,6 +248,7 @@ class Slot:
             self.sha256.update(mv)
             self.crc = binascii.crc32(mv, self.crc)
             self.flushed += SECTOR
+        self.crc_at = self.flushed
         if self.crc != crc:
             self.restart()
             return False

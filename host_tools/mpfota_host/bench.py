@@ -11,7 +11,7 @@ Download figures (virtual board, loopback HTTP, device modules compiled with mpy
                                       update (the door verifies in one read: 1)
     download.module_kb.<module>       each of them, largest first
     download.throughput_ratio.<size>  a straight reference loop doing the same work (HTTP GET,
-                                      SHA-256 + CRC-32, sector erase + program, SHA-256 read-back)
+                                      SHA-256, sector erase + program, SHA-256 read-back)
                                       / the engine; best of --repeat runs of each, alternated
     download.cpu_ratio.<size>         the same ratio in CPU time of the device process (boot
                                       included): steadier than wall time on a busy machine
