@@ -96,8 +96,9 @@ class Slot:
             self.md5 = hashlib.md5()
         self.flushed = 0  # bytes programmed into flash (a multiple of SECTOR until finish)
         self.fill = 0  # bytes waiting in the sector buffer
-        self.crc = 0  # CRC-32 of the first crc_at bytes in flash (brought up to date at checkpoints)
+        self.crc = 0  # CRC-32 of the first crc_at bytes in flash
         self.crc_at = 0
+        self.crc_live = False  # kept up to date on the way (else at checkpoints, from flash)
         self.verified = False
 
     @property
@@ -137,7 +138,9 @@ class Slot:
         # bytes arrive, and a log line every 10 %. Returns the bytes written in all. Per read:
         # no allocation but the stream's own.
         saved = self.flushed
-        saved_at = ticks_ms()
+        start = saved_at = ticks_ms()
+        if every and not every_ms:
+            self._crc_on()  # checkpoints are certain
         end = self.capacity + 1 if limit is None else limit  # a byte too many: advance() refuses
         mark = self._tenth(limit) if limit else end + 1  # when the next log line is due
         while True:
@@ -152,11 +155,18 @@ class Slot:
                 break
             self.advance(n)
             got += n
-            if every and self.flushed - saved >= every and (
-                    not every_ms or ticks_diff(ticks_ms(), saved_at) >= every_ms):
-                on_checkpoint()
-                saved = self.flushed
-                saved_at = ticks_ms()
+            if every and self.flushed - saved >= every:
+                now = ticks_ms()
+                if not every_ms or ticks_diff(now, saved_at) >= every_ms:
+                    on_checkpoint()
+                    saved = self.flushed
+                    saved_at = ticks_ms()
+                elif not self.crc_live and not self.fill and (
+                        not limit or ticks_diff(now, start) * (limit // self.flushed) * 2
+                        >= every_ms):
+                    # Half the time gate projected: a checkpoint is likely, so the CRC goes
+                    # on the way now rather than read back later from flash.
+                    self._crc_on()
             if progress:
                 progress(got, limit)
             if got >= mark:
@@ -176,6 +186,9 @@ class Slot:
         self.sha256.update(data)
         if self.md5 is not None:
             self.md5.update(data)
+        if self.crc_live:
+            self.crc = binascii.crc32(data, self.crc)
+            self.crc_at += self.fill
         # writeblocks without offset erases the sector first (esp32.Partition semantics).
         self.spare.writeblocks(self.flushed // self._bs, data)
         self.flushed += self.fill
@@ -225,10 +238,15 @@ class Slot:
     def forget(self):
         journal.put("dl", None)
 
+    def _crc_on(self):
+        # From now on the CRC is computed on the way (caught up first).
+        self._crc_flushed()
+        self.crc_live = True
+
     def _crc_flushed(self):
-        # Bring the CRC up to the bytes flushed by reading back what was written since the last
-        # checkpoint: a download that never checkpoints (a fast link) never pays for a CRC.
-        # Reads into the sector buffer, so no bytes may be waiting there.
+        # Bring the CRC up to the bytes flushed by reading back what was written since it was
+        # last brought up: a download that ends before any checkpoint (a fast link) never pays
+        # for it. Reads into the sector buffer, so no bytes may be waiting there.
         if self.crc_at < self.flushed and self.fill:
             raise ValueError("checkpoint with bytes waiting in the sector buffer")
         while self.crc_at < self.flushed:
