@@ -89,11 +89,13 @@ async def test_default_download_checkpoints_by_time_and_an_explicit_one_by_bytes
     clock = [0]
     slot.ticks_ms = lambda: clock[0]  # a link so fast that no time passes
     offsets = []
+    crcs = []
     put = journal.put
 
     def spy(section, value, heal=False):
         if section == "dl" and value is not None:
             offsets.append(value["offset"])
+            crcs.append(value["crc"])
         put(section, value, heal)
 
     journal.put = spy
@@ -106,8 +108,19 @@ async def test_default_download_checkpoints_by_time_and_an_explicit_one_by_bytes
         clock[0] += 50  # 50 ms per read: a second passes every 20 reads
 
     del offsets[:]
+    del crcs[:]
     await download.fetch(url, sha256=img["sha256"], switch=False, progress=slow)
     assert offsets[0] == 0 and len(offsets) >= 2 and offsets[1] >= download.CHECKPOINT, offsets
+    # The CRC each record keeps (read back from flash, then kept on the way) is the prefix's.
+    import binascii
+
+    import board
+
+    _, spare = board.ota_slots()
+    buf = bytearray(offsets[-1])
+    spare.readblocks(0, buf)
+    for at, crc in zip(offsets, crcs):
+        assert binascii.crc32(memoryview(buf)[:at]) == crc, (at, offsets)
     del offsets[:]
     await download.fetch(url, sha256=img["sha256"], switch=False, checkpoint=65536)
     assert offsets == [0, 65536, 131072, 196608, 262144], offsets
