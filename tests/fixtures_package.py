@@ -236,6 +236,33 @@ def package_kit(tmp_path_factory):
     server.stop()
 
 
+# DigestInfo of a SHA-256 digest (RFC 8017 §9.2, note 1), before the 32 digest bytes.
+_SHA256_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def _bad_padding_signatures(key, digest: bytes) -> dict[str, str]:
+    """Raw RSA signatures (made with the private key) of encoded messages that end in the
+    right digest but are not PKCS#1 v1.5: what a verifier that only compares the tail accepts."""
+    size = key.key_size // 8
+    good_ps = b"\xff" * (size - 3 - len(_SHA256_INFO) - 32)
+    forms = {
+        "padding byte not 0xff": b"\x00\x01" + good_ps[:-1] + b"\xfe\x00",
+        "block type 2": b"\x00\x02" + good_ps + b"\x00",
+        "no zero separator": b"\x00\x01" + good_ps + b"\xff",
+        "other DigestInfo": b"\x00\x01" + good_ps + b"\x00",
+    }
+    numbers = key.private_numbers()
+    out = {}
+    for name, prefix in forms.items():
+        info = _SHA256_INFO if name != "other DigestInfo" else \
+            _SHA256_INFO[:-3] + b"\x04\x04\x20"  # wrong tag before the digest
+        em = prefix + info + digest
+        assert len(em) == size, name
+        sig = pow(int.from_bytes(em, "big"), numbers.d, numbers.public_numbers.n)
+        out[name] = sig.to_bytes(size, "big").hex()
+    return out
+
+
 @pytest.fixture(scope="session")
 def rsa_vectors():
     """Keys and PKCS#1 v1.5 SHA-256 signatures made by `cryptography`, for the device's rsa.
@@ -272,6 +299,7 @@ def rsa_vectors():
                      padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
     return {
         "keys": keys,
+        "bad_padding": _bad_padding_signatures(first, bytes.fromhex(keys[0]["digest_hex"])),
         "small_pem": pub(small, enc=serialization.Encoding.PEM).decode(),
         "ec_pem": pub(eck, enc=serialization.Encoding.PEM).decode(),
         "pss_sig_hex": pss.hex(),

@@ -103,6 +103,13 @@ MUTANTS: tuple[Mutant, ...] = (
          DEVICE + "test_package_bad.py::test_bad_signature_with_an_explicit_key"),
     ),
     Mutant(
+        "rsa-padding", "the whole PKCS#1 v1.5 encoding check (only the digest at its end compared)",
+        "device/mpfota/rsa.py",
+        '    return m.to_bytes(key.size, "big") == encoded_message(digest, key.size)\n',
+        '    return m.to_bytes(key.size, "big")[-32:] == digest\n',
+        (DEVICE + "test_rsa.py::test_right_digest_under_wrong_padding_is_false",),
+    ),
+    Mutant(
         "anti-rollback", "the package counter against the device's minimum", PACKAGE,
         '    if m.counter < device["min_counter"]:\n',
         "    if False:\n",

@@ -36,6 +36,18 @@ def test_wrong_message_signature_or_key_is_false(rsa_vectors):
     assert not rsa.verify(key, msg, unhexlify(rsa_vectors["pss_sig_hex"])), "PSS is not v1.5"
 
 
+def test_right_digest_under_wrong_padding_is_false(rsa_vectors):
+    # The whole encoded message is compared, not only the digest at its end (a lax padding
+    # check would accept these forged-looking signatures).
+    a = rsa_vectors["keys"][0]
+    key = rsa.load_public_key(a["pem"])
+    msg = unhexlify(a["message_hex"])
+    assert len(rsa_vectors["bad_padding"]) == 4
+    for name, sig in rsa_vectors["bad_padding"].items():
+        assert not rsa.verify(key, msg, unhexlify(sig)), name
+        assert not rsa.verify(key, unhexlify(a["digest_hex"]), unhexlify(sig), prehashed=True)
+
+
 def test_malformed_keys_raise_value_error_with_a_cause(rsa_vectors):
     der = unhexlify(rsa_vectors["keys"][0]["der_hex"])
     cases = {

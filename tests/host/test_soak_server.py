@@ -51,6 +51,7 @@ def test_server_holds_many_devices_with_no_error_and_no_leak(tmp_path):
     assert all(r.requests >= DEVICES * 3 for r in results), [r.requests for r in results]
     # between rounds the server holds no connection of a finished device ...
     assert fds_rounds <= fds_started + 2, (fds_started, fds_rounds)
-    # ... and once stopped, nothing at all
-    assert settle(threads0) == threads0, threading.enumerate()
+    # ... and once stopped, nothing at all (a thread of another test's server may have ended
+    # meanwhile, so fewer than before is fine: a leak is more)
+    assert settle(threads0) <= threads0, threading.enumerate()
     assert open_fds() <= fds0 + 1, (fds0, open_fds())
