@@ -69,19 +69,6 @@ async def _file_upgrade_task(log, fota, sys, rtos):
         fota.finish(False)
 
 
-def _capture():
-    from mpfota import log
-
-    lines = []
-    emit = log._emit
-
-    def rec(mark, tag, args):
-        lines.append(" ".join([mark + "/" + tag] + [str(a) for a in args]))
-        emit(mark, tag, args)
-
-    log._emit = rec
-    return lines
-
 
 class _Rtos:
     # board.reset() ends the process; here the reset is recorded and the next boot is
@@ -97,7 +84,7 @@ async def _run_demo():
     import fota
     import lsys as sys
 
-    lines = _capture()
+    lines = vb.capture_log()
     rtos = _Rtos()
     sys.taskInit(_file_upgrade_task, sys.log, fota, sys, rtos)
     await sys.arun()

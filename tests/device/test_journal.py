@@ -9,30 +9,6 @@ V3 = {"main.py": "main 3", "app/a.py": "a 3"}
 PATH = "/.mpfota/journal"
 
 
-def _capture():
-    from mpfota import log
-
-    lines = []
-    emit = log._emit
-
-    def rec(mark, tag, args):
-        lines.append(" ".join([mark, tag] + [str(a) for a in args]))
-        emit(mark, tag, args)
-
-    log._emit = rec
-    return lines
-
-
-def _stage(version, files):
-    from mpfota import scripts
-
-    st = scripts.Stager()
-    st.begin()
-    for p in sorted(files):
-        st.open(p)
-        st.write(files[p].encode())
-        st.close()
-    scripts.commit(st.files, version, "DEMO", "DEMO_LuatOS-SoC_UNIX_1")
 
 
 def _tree(top="/"):
@@ -105,10 +81,10 @@ def test_damaged_journal_in_each_state_deletes_nothing_and_an_update_recovers(vb
     vb.boot()
     from mpfota import confirm, journal, scripts
 
-    _stage("v1", V1)
+    vb.stage_scripts("v1", V1)
     assert scripts.apply_at_boot() == "pending"
     confirm.confirm()
-    _stage("v2", V2)
+    vb.stage_scripts("v2", V2)
     staged = _raw()
     _nothing_moved(staged, _damaged(staged))
     assert scripts.apply_at_boot() == "pending"  # the sound record still works afterwards
@@ -127,7 +103,7 @@ def test_damaged_journal_in_each_state_deletes_nothing_and_an_update_recovers(vb
     assert _tree()["/.mpfota/prev/main.py"] == b"main 1", "the previous set is kept"
     assert _tree()["/main.py"] == b"main 2", "the live set boots as it is"
     # A later good update recovers: a sound record again, the new set swapped in and confirmed.
-    _stage("v3", V3)
+    vb.stage_scripts("v3", V3)
     assert journal.scar() is None and journal.damaged() is None
     assert scripts.apply_at_boot() == "pending"
     confirm.confirm()
@@ -158,10 +134,10 @@ def test_scripts_only_update_is_not_called_a_new_image(vboard):
     import mpfota.bootapply
     from mpfota import confirm
 
-    _stage("v1", V1)
+    vb.stage_scripts("v1", V1)
     vb.reboot()
     assert mpfota.bootapply.run() == "pending"
-    lines = _capture()
+    lines = vb.capture_log()
     assert confirm.check_boot() == "pending"
     assert any("new script set" in t for t in lines), lines
     assert not any("new image" in t for t in lines), lines

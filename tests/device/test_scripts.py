@@ -81,17 +81,6 @@ def _read(path):
         return None
 
 
-def _stage(version, files):
-    from mpfota import scripts
-
-    st = scripts.Stager()
-    st.begin()
-    for p in sorted(files):
-        st.open(p)
-        st.write(files[p].encode())
-        st.close()
-    scripts.commit(st.files, version, "DEMO", "DEMO_LuatOS-SoC_UNIX_1", keep=KEEP)
-
 
 def _fresh():
     # v1 installed and confirmed, the user's files, v2 staged.
@@ -107,12 +96,12 @@ def _fresh():
         except OSError:
             pass
     journal.put("scripts", None)
-    _stage("v1", V1)
+    vb.stage_scripts("v1", V1, keep=KEEP)
     assert scripts.apply_at_boot() == "pending"
     assert scripts.confirm()
     for p, text in USER.items():
         _write(p, text)
-    _stage("v2", V2)
+    vb.stage_scripts("v2", V2, keep=KEEP)
 
 
 def _which():
@@ -238,7 +227,7 @@ def test_a_new_stage_replaces_an_older_one(vboard):
     from mpfota import scripts
 
     _fresh()
-    _stage("v3", {"main.py": "main 3"})
+    vb.stage_scripts("v3", {"main.py": "main 3"}, keep=KEEP)
     assert scripts.staged()["version"] == "v3"
     scripts.apply_at_boot()
     assert _read("main.py") == "main 3"

@@ -6,20 +6,6 @@ import vb
 TIMEOUT = 90
 
 
-def _capture():
-    # Log lines through mpfota.log, as text, still printed.
-    from mpfota import log
-
-    lines = []
-    emit = log._emit
-
-    def rec(mark, tag, args):
-        lines.append(" ".join([mark, tag] + [str(a) for a in args]))
-        emit(mark, tag, args)
-
-    log._emit = rec
-    return lines
-
 
 def _spare_head():
     import board
@@ -55,7 +41,7 @@ async def test_download_of_the_running_image_stops_after_the_header(vboard, upda
     from mpfota.errors import ALREADY_RUNNING, SAME
 
     before = _spare_head()
-    lines = _capture()
+    lines = vb.capture_log()
     img = update_server["images"]["core-1.0.0"]
     try:
         await download.fetch(update_server["base"] + img["path"], md5=img["md5"])
@@ -175,7 +161,7 @@ async def test_progress_every_10_percent_and_no_script_package_delta_code(vboard
     vb.boot()
     from mpfota import download
 
-    lines = _capture()
+    lines = vb.capture_log()
     img = update_server["images"]["core-3.0.0"]
     await download.fetch(update_server["base"] + img["path"], md5=img["md5"])
     tenths = [int(t.split("received ")[1].split("%")[0]) for t in lines if "received" in t]
@@ -214,7 +200,7 @@ async def test_luat_update_gives_cb_false_for_the_running_image(vboard, update_s
 
     lsys.PROJECT, lsys.VERSION, lsys.PRODUCT_KEY = "LUAT_DEMO", "1.0.1", "PK9"
     before = _spare_head()
-    lines = _capture()
+    lines = vb.capture_log()
     got = []
 
     def cb(ok):

@@ -32,3 +32,31 @@ def md5hex(data):
     import binascii
 
     return binascii.hexlify(hashlib.md5(data).digest()).decode()
+
+
+def capture_log():
+    # The lines logged through mpfota.log from now on, as text ("I/fota a b"); still printed.
+    from mpfota import log
+
+    lines = []
+    emit = log._emit
+
+    def rec(mark, tag, args):
+        lines.append(" ".join([mark + "/" + tag] + [str(a) for a in args]))
+        emit(mark, tag, args)
+
+    log._emit = rec
+    return lines
+
+
+def stage_scripts(version, files, keep=()):
+    # Stage the script set `files` ({path: text}) as a package would, for the next boot.
+    from mpfota import scripts
+
+    st = scripts.Stager()
+    st.begin()
+    for p in sorted(files):
+        st.open(p)
+        st.write(files[p].encode())
+        st.close()
+    scripts.commit(st.files, version, "DEMO", "DEMO_LuatOS-SoC_UNIX_1", keep=keep)
