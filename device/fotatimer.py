@@ -143,14 +143,15 @@ def every(cb, opts, period_ms, jitter, retry_ms, first_ms):
 def classify(out):
     """(kind, retry_after_ms) of a libfota2.Outcome for the periodic schedule."""
     from libfota2 import OK
+    from mpfota.errors import FOTA_ERROR
 
     ra = out.retry_after
     ra_ms = ra * 1000 if isinstance(ra, int) else None
     if out.code == OK:
         return DONE, None
     if out.error is not None:
-        # A package the board refused (-9) comes back the same: wait a full period.
-        return (BAD if out.error == -9 else FAILED), None
+        # A package the board refused comes back the same: wait a full period.
+        return (BAD if out.error == FOTA_ERROR else FAILED), None
     if out.status is not None and (out.status >= 500 or out.status == 429) or out.iot == 43:
         return FAILED, ra_ms
     return NO_UPDATE, ra_ms  # a Retry-After still sets the earliest next check
