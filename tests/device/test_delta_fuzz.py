@@ -7,19 +7,6 @@ TIMEOUT = 120
 CASES = 120
 
 
-class _Rng:
-    # A small deterministic generator (xorshift32), the same on every run.
-    def __init__(self, seed):
-        self.s = seed
-
-    def next(self, n):
-        s = self.s
-        s ^= (s << 13) & 0xFFFFFFFF
-        s ^= s >> 17
-        s ^= (s << 5) & 0xFFFFFFFF
-        self.s = s
-        return s % n
-
 
 def _reseal(buf):
     import binascii
@@ -46,7 +33,7 @@ def test_resealed_mutations_refused_or_verified(delta_small, delta_small_board):
     from mpfota.slot import Slot
 
     os.mkdir("/.mpfota")
-    rng = _Rng(0x1234567)
+    rng = vb.Rng(0x1234567)
     upd = Slot()
     outcomes = {}
     for case in range(CASES):

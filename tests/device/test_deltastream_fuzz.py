@@ -3,23 +3,11 @@
 # reach the decoder and the op loop, and random cuts. Each must end in PatchError or in exactly
 # the announced image; nothing else (no other exception, no write outside the sector buffer).
 import test_deltastream as common
+import vb
 
 TIMEOUT = 180
 CASES = 80
 
-
-class _Rng:
-    # xorshift32: the same cases on every run.
-    def __init__(self, seed):
-        self.s = seed
-
-    def next(self, n):
-        s = self.s
-        s ^= (s << 13) & 0xFFFFFFFF
-        s ^= s >> 17
-        s ^= (s << 5) & 0xFFFFFFFF
-        self.s = s
-        return s % n
 
 
 def _reseal_units(buf):
@@ -44,7 +32,7 @@ def test_damaged_patches_are_refused_or_exact(delta_stream_pairs):
     with open(pair["patch"], "rb") as f:
         good = f.read()
     damaged = pair["patch"] + ".fuzz"
-    rng = _Rng(0x2468ACE)
+    rng = vb.Rng(0x2468ACE)
     viper = deltastream.add_runs
     outcomes = {}
     try:

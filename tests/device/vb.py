@@ -60,3 +60,17 @@ def stage_scripts(version, files, keep=()):
         st.write(files[p].encode())
         st.close()
     scripts.commit(st.files, version, "DEMO", "DEMO_LuatOS-SoC_UNIX_1", keep=keep)
+
+
+class Rng:
+    # A small deterministic generator (xorshift32): the same cases on every run.
+    def __init__(self, seed):
+        self.s = seed
+
+    def next(self, n):
+        s = self.s
+        s ^= (s << 13) & 0xFFFFFFFF
+        s ^= s >> 17
+        s ^= (s << 5) & 0xFFFFFFFF
+        self.s = s
+        return s % n
