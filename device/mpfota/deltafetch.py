@@ -7,7 +7,14 @@
 # CHECKPOINT output bytes, the apply state goes into the journal with the door's resume record
 # (section "dl": output offset and the CRC of what is in flash, plus the patch offset, the next
 # unit, the patch header and the answer's validator); after a power cut the next call
-# continues from there, not from byte 0.
+# continues from there, not from byte 0. By default that is at most once every CHECKPOINT_MS
+# too (a journal write costs more than applying a second's worth of patch again); an explicit
+# `checkpoint` interval is a plain byte interval.
+#
+# The patch bytes are read straight into the free part of the door's sector buffer and copied
+# from there into the Applier's unit buffer (no network buffer of its own), a unit at a time.
+from time import ticks_diff, ticks_ms
+
 from micropython import const
 
 from mpfota import http, log
@@ -17,16 +24,19 @@ from mpfota.slot import Slot
 
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
 CHECKPOINT = const(65536)  # output bytes between resume records, at least
-_CHUNK = const(512)  # network read buffer (the patch is a tenth of the output)
+CHECKPOINT_MS = const(1000)  # and by default at least this long between two
 _UNIT_MAX = const(4096)  # the generator's default unit budget: the unit buffer made up front
 
 
 class _Sink:
     # The Applier's sink: output into the door's sector buffer, checkpoints into the door's
-    # resume record (at most one per CHECKPOINT bytes of output: each is a journal write).
-    def __init__(self, slot, key, every):
+    # resume record (at most one per `every` bytes of output and, when every_ms, at most one
+    # per every_ms milliseconds: each is a journal write).
+    def __init__(self, slot, key, every, every_ms=0):
         self.slot = slot
         self.every = every
+        self.every_ms = every_ms
+        self.saved_ms = ticks_ms()
         self.space = slot.space
         self.advance = slot.advance
         self.key = key
@@ -39,10 +49,13 @@ class _Sink:
         patch_at, out_at, unit = state
         if out_at - self.saved < self.every:
             return
+        if self.every_ms and ticks_diff(ticks_ms(), self.saved_ms) < self.every_ms:
+            return
         if self.slot.flushed != out_at:  # the door flushes every full sector
             raise FotaError(FOTA_ERROR, "delta: checkpoint at %d, slot at %d"
                             % (out_at, self.slot.flushed))
         self.saved = out_at
+        self.saved_ms = ticks_ms()
         if self.header is None:
             import binascii
 
@@ -65,10 +78,11 @@ def _base_reader(part):
     return read_old
 
 
-def applier(slot, key=None, every=1 << 30):
+def applier(slot, key=None, every=1 << 30, every_ms=0):
     # An Applier writing into the door `slot`, its base the running slot; resume records under
-    # `key` at most every `every` output bytes (none by default: a package section).
-    sink = _Sink(slot, key, every)
+    # `key` at most every `every` output bytes and every_ms milliseconds (none by default: a
+    # package section).
+    sink = _Sink(slot, key, every, every_ms)
     sink.ap = Applier(sink, _base_reader(slot.running), _decoder, _UNIT_MAX)
     return sink.ap
 
@@ -79,11 +93,12 @@ def _fail(msg, reason=None):
 
 
 async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, progress=None,
-                slot=None, checkpoint=CHECKPOINT, md5=None, sha256=None, size=None, **request):
+                slot=None, checkpoint=None, md5=None, sha256=None, size=None, **request):
     """Apply the format-2 patch at `url` into the spare slot as it downloads; verify; switch
     when `switch`. `request` goes to mpfota.http.request (headers, server_cert, ...).
     progress(done, total) is called as output is written; the apply state is saved for a
-    resume at most every `checkpoint` output bytes. md5 / sha256 / size: of the patch file
+    resume at most every `checkpoint` output bytes (by default CHECKPOINT bytes and at most
+    once every CHECKPOINT_MS). md5 / sha256 / size: of the patch file
     (Aliyun's job), checked before anything is switched; a hash cannot be saved, so with them
     a power cut starts the patch again from byte 0. Returns the patch header. A bad
     patch raises FotaError(-9, "delta: <cause>"), logged, with nothing switched; transport
@@ -94,8 +109,9 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     slot = slot if slot is not None else Slot()
     hashed = _Hashed(md5, sha256)
     # No resume records with patch digests: they could not carry the hashes.
-    every = 1 << 30 if hashed.on else checkpoint
-    ap = applier(slot, url, every)
+    every = 1 << 30 if hashed.on else checkpoint or CHECKPOINT
+    every_ms = 0 if checkpoint else CHECKPOINT_MS
+    ap = applier(slot, url, every, every_ms)
     if hashed.on:
         slot.forget()
         slot.restart()
@@ -103,7 +119,6 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
         _resume(ap, slot, ap.sink, url)
     ap.sink.saved = slot.flushed
     hbuf = bytearray(512)
-    chunk = bytearray(_CHUNK)
     deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
     attempt = 0
     try:
@@ -123,16 +138,16 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
                     if resp.status == 200 and at:
                         if got is not None and got == ap.sink.validator:
                             log.info("fota", "delta: the server ignored Range: skipping", at)
-                            await _skip(resp, chunk, at)
+                            await _skip(resp, slot, at)
                         else:
                             log.warn("fota", "delta: the patch changed on the server: from 0")
                             hashed = _Hashed(md5, sha256)
-                            ap = applier(slot, url, every)
+                            ap = applier(slot, url, every, every_ms)
                             slot.forget()
                             slot.restart()
                     if ap.sink.validator is None:
                         ap.sink.validator = got
-                    await apply_stream(ap, hashed.wrap(resp), chunk, progress)
+                    await apply_stream(ap, hashed.wrap(resp), progress)
                 finally:
                     await resp.aclose()
                 break
@@ -159,9 +174,10 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     return ap.h
 
 
-async def _skip(resp, buf, n):
-    # Read past the first n bytes of a body (a server that answers a Range request with all).
-    mv = memoryview(buf)
+async def _skip(resp, slot, n):
+    # Read past the first n bytes of a body (a server that answers a Range request with all),
+    # into the free part of the door's sector buffer.
+    mv = slot.space()
     while n:
         k = await resp.readinto(mv, min(n, len(mv)))
         if not k:
@@ -208,8 +224,8 @@ class _Hashed:
         self.resp = resp
         return self
 
-    async def readinto(self, mv):
-        n = await self.resp.readinto(mv)
+    async def readinto(self, mv, n=None):
+        n = await self.resp.readinto(mv, n)
         if n:
             if self.md5 is not None:
                 self.md5.update(mv[:n])

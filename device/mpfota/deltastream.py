@@ -17,6 +17,7 @@
 # A unit rebuilds `out_len` bytes of the new image from `old_pos` on; its packed bytes carry a
 # CRC-32 (a damaged patch is refused before its unit is applied) and so do its output bytes (a
 # wrong base shows up in the first unit that reads a differing byte).
+import binascii
 import struct
 
 try:
@@ -32,10 +33,40 @@ UNIT_SIZE = const(18)
 MIN_WBITS = const(9)
 MAX_WBITS = const(15)
 MAX_VARINT_BYTES = const(4)  # 28 bits: every size and seek of a slot image fits
-RAW_BUF = const(256)  # decoded op bytes held at a time
+RAW_BUF = const(512)  # decoded bytes held at a time
 RUN_CACHE = const(4)  # short diff runs an entry can repeat by number (codes 4..7)
-_CACHE = const(6)  # where they start in the run state (Applier.st)
-ST_LEN = const(6 + 2 * RUN_CACHE)
+_MAX_IMAGE = const(1 << 30)  # larger images are refused: positions stay well inside 32 bits
+
+# The interpreter's state (Applier.st, array "I"; _work_py and deltarun.work), by index:
+_POS = const(0)  # next decoded byte in raw
+_END = const(1)  # end of the decoded bytes in raw
+_ZEROS = const(2)  # zero diff bytes left in the current entry
+_NONZERO = const(3)  # nonzero diff bytes left in it
+_RUN = const(4)  # a short run's bytes not added yet, lowest first
+_SHORT = const(5)  # 1: the nonzero bytes come from _RUN
+_CACHE = const(6)  # the cached short runs (RUN_CACHE), then their lengths (RUN_CACHE)
+_X = const(14)  # base bytes of the current op not asked for yet
+_Y = const(15)  # its literal bytes not written yet
+_Z = const(16)  # its seek, applied at the next op (signed, as 32 bits)
+_OLD = const(17)  # the next base position (signed, as 32 bits)
+_OPS = const(18)  # output bytes of the unit no op has claimed yet
+_BASE_SIZE = const(19)  # bytes of the base image
+_I = const(20)  # output position in the sector buffer
+_K = const(21)  # where this call's output ends
+_AVAIL = const(22)  # base bytes are in out[_I:_AVAIL] (the diff not added yet)
+_REQ = const(23)  # _BASE: how many base bytes to read (errors: the op's length)
+_AT = const(24)  # _BASE: the base position to read them from
+ST_LEN = const(25)
+_TAIL = const(15)  # the longest unread tail a refill keeps (an op header or an entry: 12)
+
+# What the interpreter returns.
+_FULL = const(0)  # the output range is full
+_MORE = const(1)  # decode more bytes into raw
+_BASE = const(2)  # read base bytes
+_E_VARINT = const(-1)
+_E_EMPTY = const(-2)
+_E_OP = const(-3)
+_E_SEEK = const(-4)
 
 # magic, version, wbits, unit_max (largest packed unit), sector_log2 (checkpoint grain),
 # 3 reserved, from_size, from_sha256, to_size, to_sha256, units; then the header CRC-32.
@@ -56,8 +87,6 @@ class PatchError(ValueError):
 
 
 def _crc32(data, crc=0):
-    import binascii
-
     return binascii.crc32(data, crc) & 0xFFFFFFFF
 
 
@@ -110,121 +139,234 @@ def pack_unit(packed_len, out_len, old_pos, packed_crc, out_crc):
     return struct.pack(_UNIT, packed_len, out_len, old_pos, packed_crc, out_crc)
 
 
-def _add_runs_py(out, i, k, raw, st):
-    # out[i:k] += the diff that the entries and bytes in raw[st[0]:st[1]] describe; st holds
-    # [raw position, raw end, zeros left, nonzero left, short run, short run on, cached runs
-    # x RUN_CACHE, their lengths x RUN_CACHE]. Returns the new i: k when done, less when raw
-    # ran out (refill it and call again), -1 on a bad entry. deltarun.py has the viper twin;
-    # the two must stay step for step the same.
-    pos = st[0]
-    end = st[1]
-    zeros = st[2]
-    nonzero = st[3]
-    run = st[4]
-    short = st[5]
+def _work_py(out, raw, st):
+    # Work through the decoded bytes raw[st[_POS]:st[_END]] of a unit, writing out[st[_I]:
+    # st[_K]]: op headers, entries (the run cache at st[_CACHE:]), nonzero diff bytes added to
+    # the base bytes in out, literal bytes copied. Returns _FULL when out is full up to st[_K];
+    # _MORE when the decoded bytes ran out (the unread tail, part of an op header or an entry,
+    # is moved to the front of raw: decode more after it and call again); _BASE when base bytes
+    # are needed (read st[_REQ] of them at base position st[_AT] into out[st[_I]:], call again);
+    # an _E_* code (< 0) for a bad stream. deltarun.work is the viper twin: the two must stay
+    # step for step the same (signed values kept as 32-bit patterns in st, wrapped the same).
+    pos = st[_POS]
+    end = st[_END]
+    zeros = st[_ZEROS]
+    nonzero = st[_NONZERO]
+    run = st[_RUN]
+    short = st[_SHORT]
+    x = st[_X]
+    y = st[_Y]
+    z = (st[_Z] ^ 0x80000000) - 0x80000000
+    old = (st[_OLD] ^ 0x80000000) - 0x80000000
+    ops = st[_OPS]
+    base = st[_BASE_SIZE]
+    i = st[_I]
+    k = st[_K]
+    avail = st[_AVAIL]
+    r = _FULL
     while i < k:
-        if zeros:
-            s = k - i
-            if zeros < s:
-                s = zeros
-            zeros -= s
-            i += s
-        elif nonzero and short:
-            # A short run's bytes come from the register, lowest byte first.
-            while nonzero and i < k:
-                out[i] = (out[i] + run) & 0xFF
-                run >>= 8
-                nonzero -= 1
-                i += 1
-        elif nonzero:
-            s = k - i
-            if nonzero < s:
-                s = nonzero
-            if end - pos < s:
-                s = end - pos
-                if not s:
-                    break
-            for j in range(s):
-                out[i + j] = (out[i + j] + raw[pos + j]) & 0xFF
-            pos += s
-            i += s
-            nonzero -= s
-        else:
-            # An entry: one varint, or two when its code is 0, and then a short run's bytes;
-            # taken only when all of that is in raw.
-            p = pos
-            v = 0
-            shift = 0
-            complete = 0
-            while p < end:
-                b = raw[p]
-                p += 1
-                v |= (b & 0x7F) << shift
-                if b < 0x80:
-                    complete = 1
-                    break
-                shift += 7
-                if shift == 7 * MAX_VARINT_BYTES:
-                    return -1
-            if not complete:
-                break
-            code = v & 7
-            n = code
-            hit = -1
-            if code >= 4:
-                hit = code - 4
-                n = st[_CACHE + RUN_CACHE + hit]
-            elif not code:
+        if i < avail:
+            # Base bytes are in out[i:avail]: add the diff the entries describe.
+            if zeros:
+                s = avail - i
+                if zeros < s:
+                    s = zeros
+                zeros -= s
+                i += s
+            elif nonzero and short:
+                # A short run's bytes come from the register, lowest byte first.
+                while nonzero and i < avail:
+                    out[i] = (out[i] + run) & 0xFF
+                    run >>= 8
+                    nonzero -= 1
+                    i += 1
+            elif nonzero:
+                s = avail - i
+                if nonzero < s:
+                    s = nonzero
+                if end - pos < s:
+                    s = end - pos
+                    if not s:
+                        r = _MORE
+                        break
+                for j in range(s):
+                    out[i + j] = (out[i + j] + raw[pos + j]) & 0xFF
+                pos += s
+                i += s
+                nonzero -= s
+            else:
+                # An entry: one varint, or two when its code is 0, and then a short run's
+                # bytes; taken only when all of that is in raw.
+                p = pos
+                v = 0
                 shift = 0
                 complete = 0
                 while p < end:
                     b = raw[p]
                     p += 1
-                    n |= (b & 0x7F) << shift
+                    v |= (b & 0x7F) << shift
                     if b < 0x80:
                         complete = 1
                         break
                     shift += 7
                     if shift == 7 * MAX_VARINT_BYTES:
-                        return -1
-                if not complete:
+                        complete = 2
+                        break
+                if complete == 2:
+                    r = _E_VARINT
                     break
-            if hit < 0 and 0 < n <= 4 and end - p < n:
+                if not complete:
+                    r = _MORE
+                    break
+                code = v & 7
+                n = code
+                hit = -1
+                if code >= 4:
+                    hit = code - 4
+                    n = st[_CACHE + RUN_CACHE + hit]
+                elif not code:
+                    shift = 0
+                    complete = 0
+                    while p < end:
+                        b = raw[p]
+                        p += 1
+                        n |= (b & 0x7F) << shift
+                        if b < 0x80:
+                            complete = 1
+                            break
+                        shift += 7
+                        if shift == 7 * MAX_VARINT_BYTES:
+                            complete = 2
+                            break
+                    if complete == 2:
+                        r = _E_VARINT
+                        break
+                    if not complete:
+                        r = _MORE
+                        break
+                if hit < 0 and 0 < n <= 4 and end - p < n:
+                    r = _MORE
+                    break
+                zeros = v >> 3
+                nonzero = n
+                if not zeros and not nonzero:
+                    r = _E_EMPTY  # an entry that covers nothing would never end
+                    break
+                short = 0
+                if hit >= 0:
+                    run = st[_CACHE + hit]
+                elif n <= 4 and n:
+                    run = 0
+                    for j in range(n):
+                        run |= raw[p + j] << (8 * j)
+                    p += n
+                    hit = RUN_CACHE - 1  # a new run: the oldest one goes
+                if hit >= 0:
+                    # Move to front: the runs most recently used get the smallest codes.
+                    for j in range(hit, 0, -1):
+                        st[_CACHE + j] = st[_CACHE + j - 1]
+                        st[_CACHE + RUN_CACHE + j] = st[_CACHE + RUN_CACHE + j - 1]
+                    st[_CACHE] = run
+                    st[_CACHE + RUN_CACHE] = n
+                    short = 1
+                pos = p
+        elif x:
+            # The op's next base bytes: the caller reads them into out[i:i + s].
+            s = k - i
+            if x < s:
+                s = x
+            st[_REQ] = s
+            st[_AT] = old
+            old += s
+            x -= s
+            avail = i + s
+            r = _BASE
+            break
+        elif y:
+            s = k - i
+            if y < s:
+                s = y
+            if end - pos < s:
+                s = end - pos
+                if not s:
+                    r = _MORE
+                    break
+            out[i:i + s] = raw[pos:pos + s]
+            pos += s
+            i += s
+            y -= s
+        else:
+            # The next op: three varints, taken only when all of them are in raw.
+            p = pos
+            got = nx = ny = v = shift = 0
+            while p < end:
+                b = raw[p]
+                p += 1
+                v |= (b & 0x7F) << shift
+                if b < 0x80:
+                    if got == 0:
+                        nx = v
+                    elif got == 1:
+                        ny = v
+                    got += 1
+                    if got == 3:
+                        break
+                    v = shift = 0
+                else:
+                    shift += 7
+                    if shift == 7 * MAX_VARINT_BYTES:
+                        got = 4
+                        break
+            if got == 4:
+                r = _E_VARINT
                 break
-            zeros = v >> 3
-            nonzero = n
-            if not zeros and not nonzero:
-                return -1  # an entry that covers nothing would never end
-            short = 0
-            if hit >= 0:
-                run = st[_CACHE + hit]
-            elif n <= 4 and n:
-                run = 0
-                for j in range(n):
-                    run |= raw[p + j] << (8 * j)
-                p += n
-                hit = RUN_CACHE - 1  # a new run: the oldest one goes
-            if hit >= 0:
-                # Move to front: the runs most recently used get the smallest codes.
-                for j in range(hit, 0, -1):
-                    st[_CACHE + j] = st[_CACHE + j - 1]
-                    st[_CACHE + RUN_CACHE + j] = st[_CACHE + RUN_CACHE + j - 1]
-                st[_CACHE] = run
-                st[_CACHE + RUN_CACHE] = n
-                short = 1
+            if got < 3:
+                r = _MORE
+                break
+            t = nx + ny
+            if not t or t > ops:
+                st[_REQ] = t
+                r = _E_OP
+                break
+            # The seek of the op before takes effect now (32 bits, as in viper).
+            old = ((old + z) & 0xFFFFFFFF ^ 0x80000000) - 0x80000000
+            if nx and (old < 0 or old > base - nx):
+                st[_REQ] = nx
+                r = _E_SEEK
+                break
+            ops -= t
+            x = nx
+            y = ny
+            z = (v >> 1) ^ -(v & 1)
             pos = p
-    st[0] = pos
-    st[2] = zeros
-    st[3] = nonzero
-    st[4] = run
-    st[5] = short
-    return i
+    if r == _MORE:
+        # The unread tail (part of an op header or an entry) goes to the front of raw.
+        j = 0
+        while pos + j < end:
+            raw[j] = raw[pos + j]
+            j += 1
+        pos = 0
+        end = j
+    st[_POS] = pos
+    st[_END] = end
+    st[_ZEROS] = zeros
+    st[_NONZERO] = nonzero
+    st[_RUN] = run
+    st[_SHORT] = short
+    st[_X] = x
+    st[_Y] = y
+    st[_Z] = z & 0xFFFFFFFF
+    st[_OLD] = old & 0xFFFFFFFF
+    st[_OPS] = ops
+    st[_I] = i
+    st[_AVAIL] = avail
+    return r
 
 
 try:
-    from mpfota.deltarun import add_runs
+    from mpfota.deltarun import work
 except (ImportError, SyntaxError):  # CPython; a port without viper fails to compile it
-    add_runs = _add_runs_py
+    work = _work_py
 
 
 def _unit_source(size):
@@ -243,34 +385,42 @@ class Applier:
 
     feed(mv) takes patch bytes and returns how many it used: it stops once a unit is complete,
     and step() then applies up to one sector of it per call (True while there is more), so a
-    caller can yield to the event loop in between (apply_stream does). end() says the patch
-    is over. The sink takes the output the way the slot door does: space() is the free part
-    of its sector buffer, advance(n) takes n bytes written there (a full sector goes to
-    flash); checkpoint(state) comes after a unit ending on a sector boundary, where state =
-    (patch offset, output offset, next unit) is what resume() needs to carry on from there.
-    read_old(pos, mv) fills mv with base bytes; decoder(src, wbits) reads the raw DEFLATE data
-    in src (deflate.DeflateIO on the board). Anything wrong raises PatchError."""
+    caller can yield to the event loop in between (apply_stream does). want() says how many
+    bytes feed() takes next before it stops (so a caller may read them into a scratch area
+    that step() then overwrites). end() says the patch is over. The sink takes the output the
+    way the slot door does: space() is the free part of its sector buffer, advance(n) takes n
+    bytes written there (a full sector goes to flash); checkpoint(state) comes after a unit
+    ending on a sector boundary, where state = (patch offset, output offset, next unit) is
+    what resume() needs to carry on from there. read_old(pos, mv) fills mv with base bytes;
+    decoder(src, wbits) reads the raw DEFLATE data in src (deflate.DeflateIO on the board).
+    Anything wrong raises PatchError."""
 
     def __init__(self, sink, read_old, decoder, unit_max=0):
         # unit_max: allocate the unit buffer now, while the heap is still in one piece (the
         # patch header may ask for a bigger one later).
         import array
 
+        self.src = _unit_source(unit_max) if unit_max else None
+        self.src_size = unit_max
+        self.raw = bytearray(RAW_BUF)
+        self.st = array.array("I", [0] * ST_LEN)  # the interpreter's state (_work_py)
+        self.head = bytearray(HEADER_SIZE)  # the patch header, then each unit header
+        rmv = memoryview(self.raw)
+        # Where decoded bytes go after a kept tail of t bytes (t <= _TAIL): made once, so that
+        # a refill allocates nothing.
+        self.tails = tuple(rmv[t:] for t in range(_TAIL + 1))
+        self.one = rmv[:1]
         self.sink = sink
         self.read_old = read_old
         self.decoder = decoder
         self.h = None
-        self.head = bytearray(HEADER_SIZE)  # the patch header, then each unit header
+        self.dec = None
         self.fill = 0
         self.phase = _HEADER
         self.patch_at = 0  # patch bytes used
         self.out_at = 0  # output bytes written to the sink
         self.unit = 0  # units applied
-        self.src = _unit_source(unit_max) if unit_max else None
-        self.src_size = unit_max
-        self.raw = bytearray(RAW_BUF)
-        self.rmv = memoryview(self.raw)
-        self.st = array.array("I", [0] * ST_LEN)  # the run state (_add_runs_py)
+        self.left = 0  # output bytes of the unit not written yet
 
     def resume(self, header, state):
         # Carry on from a checkpoint: header = the patch's first HEADER_SIZE bytes, state as
@@ -281,18 +431,37 @@ class Applier:
             raise PatchError("checkpoint at output %d does not fit this patch" % self.out_at)
 
     def _start(self, header):
-        self.h = parse_header(header)
+        h = parse_header(header)
+        if h.from_size >= _MAX_IMAGE or h.to_size >= _MAX_IMAGE:
+            raise PatchError("unsupported layout (images of %d and %d bytes)"
+                             % (h.from_size, h.to_size))
+        self.h = h
         self.header = bytes(header[:HEADER_SIZE])  # for resume records (self.head is reused)
-        if self.h.unit_max > self.src_size:
-            self.src = _unit_source(self.h.unit_max)
-            self.src_size = self.h.unit_max
+        if h.unit_max > self.src_size:
+            self.src = None
+            self.src = _unit_source(h.unit_max)
+            self.src_size = h.unit_max
         self.phase = _UNIT_HEAD
         self.fill = 0
 
     # --- taking patch bytes ----------------------------------------------------------------
 
-    def feed(self, mv):
-        n = len(mv)
+    def want(self):
+        # How many patch bytes feed() takes before it stops (0 while a unit is being applied;
+        # 1 after the last unit: any byte more is refused).
+        phase = self.phase
+        if phase == _HEADER:
+            return HEADER_SIZE - self.fill
+        if phase == _UNIT_HEAD:
+            return UNIT_SIZE - self.fill
+        if phase == _UNIT_BODY:
+            return self.packed - self.fill
+        return 1 if phase == _DONE else 0
+
+    def feed(self, mv, n=None):
+        # Take patch bytes from mv (its first n when given); returns how many were used.
+        if n is None:
+            n = len(mv)
         used = 0
         while used < n:
             phase = self.phase
@@ -309,7 +478,7 @@ class Applier:
                         self._open_unit()
             elif phase == _UNIT_BODY:
                 k = min(self.packed - self.fill, n - used)
-                part = mv[used:used + k]
+                part = mv[used:used + k] if used or k < len(mv) else mv
                 self.src.write(part)
                 self.pcrc = _crc32(part, self.pcrc)
                 self.fill += k
@@ -353,7 +522,9 @@ class Applier:
         st = self.st
         for i in range(ST_LEN):
             st[i] = 0
-        self.x = self.y = self.z = 0
+        st[_OLD] = self.old & 0xFFFFFFFF
+        st[_OPS] = self.left
+        st[_BASE_SIZE] = self.h.from_size
         self.ocrc = 0
         self.fill = 0
         self.phase = _APPLY
@@ -364,11 +535,28 @@ class Applier:
         # Fill the sink's sector buffer (or end the unit); False when the unit is done.
         if self.phase != _APPLY:
             return False
-        try:
-            mv = self.sink.space()
-            k = min(len(mv), self.left)
+        mv = self.sink.space()
+        k = len(mv)
+        if k > self.left:
+            k = self.left
             mv = mv[:k]
-            self._produce(mv)
+        st = self.st
+        raw = self.raw
+        st[_I] = 0
+        st[_K] = k
+        st[_AVAIL] = 0
+        try:
+            while True:
+                r = work(mv, raw, st)
+                if r == _BASE:
+                    i = st[_I]
+                    self.read_old(st[_AT], mv[i:i + st[_REQ]])
+                elif r == _MORE:
+                    self._refill()
+                elif r:
+                    self._refuse(r)
+                else:
+                    break
             self.ocrc = _crc32(mv, self.ocrc)
             self.sink.advance(k)
             self.out_at += k
@@ -379,94 +567,35 @@ class Applier:
             raise PatchError("unit %d: corrupt stream data (%r)" % (self.unit, e))
         return self.phase == _APPLY
 
-    def _produce(self, mv):
-        i = 0
-        k = len(mv)
-        while i < k:
-            if not self.x and not self.y:
-                self._next_op(k - i)
-            if self.x:
-                s = min(self.x, k - i)
-                self.read_old(self.old, mv[i:i + s])
-                j = i
-                while True:
-                    j = add_runs(mv, j, i + s, self.raw, self.st)
-                    if j == i + s:
-                        break
-                    if j < 0:
-                        raise PatchError("unit %d: bad varint or empty run" % self.unit)
-                    self._refill()
-                self.old += s
-                self.x -= s
-            else:
-                s = min(self.y, k - i)
-                self._literal(mv[i:i + s])
-                self.y -= s
-            i += s
-
-    def _next_op(self, room):
-        # The next op's header; the seek of the op before takes effect now.
-        self.old += self.z
-        x = self._varint()
-        y = self._varint()
-        z = self._varint()
-        self.z = (z >> 1) ^ -(z & 1)
-        if x + y > self.left or not x + y:
-            raise PatchError("unit %d: op of %d bytes, the unit has %d left"
-                             % (self.unit, x + y, self.left))
-        if x and (self.old < 0 or self.old + x > self.h.from_size):
-            raise PatchError("seek out of range: base position %d + %d, base has %d bytes"
-                             % (self.old, x, self.h.from_size))
-        self.x = x
-        self.y = y
-
     def _refill(self):
-        # Keep the unread tail of raw (part of an entry), then decode more after it.
+        # Decode more after the tail _work_py kept at the front of raw.
         st = self.st
-        raw = self.raw
-        keep = st[1] - st[0]
-        for i in range(keep):
-            raw[i] = raw[st[0] + i]
-        n = self.dec.readinto(self.rmv[keep:])
+        keep = st[_END]
+        n = self.dec.readinto(self.tails[keep])
         if not n:
             raise PatchError("unit %d: ops stream ended early (truncated)" % self.unit)
-        st[0] = 0
-        st[1] = keep + n
+        st[_END] = keep + n
 
-    def _varint(self):
+    def _refuse(self, r):
         st = self.st
-        v = 0
-        shift = 0
-        while True:
-            if st[0] == st[1]:
-                self._refill()
-            b = self.raw[st[0]]
-            st[0] += 1
-            v |= (b & 0x7F) << shift
-            if b < 0x80:
-                return v
-            shift += 7
-            if shift == 7 * MAX_VARINT_BYTES:
-                raise PatchError("unit %d: bad varint (longer than %d bytes)"
-                                 % (self.unit, MAX_VARINT_BYTES))
-
-    def _literal(self, mv):
-        # Literal bytes: what raw already holds, then straight from the decoder.
-        st = self.st
-        k = min(st[1] - st[0], len(mv))
-        mv[:k] = self.rmv[st[0]:st[0] + k]
-        st[0] += k
-        while k < len(mv):
-            n = self.dec.readinto(mv[k:])
-            if not n:
-                raise PatchError("unit %d: ops stream ended early (truncated)" % self.unit)
-            k += n
+        if r == _E_VARINT:
+            raise PatchError("unit %d: bad varint (longer than %d bytes)"
+                             % (self.unit, MAX_VARINT_BYTES))
+        if r == _E_EMPTY:
+            raise PatchError("unit %d: bad varint or empty run (a diff entry covering nothing)"
+                             % self.unit)
+        if r == _E_OP:
+            raise PatchError("unit %d: op of %d bytes, the unit has %d left"
+                             % (self.unit, st[_REQ], st[_OPS]))
+        old = (st[_OLD] ^ 0x80000000) - 0x80000000
+        raise PatchError("seek out of range: base position %d + %d, base has %d bytes"
+                         % (old, st[_REQ], self.h.from_size))
 
     def _end_unit(self):
         st = self.st
-        if st[2] or st[3]:  # zeros or nonzero bytes left
+        if st[_ZEROS] or st[_NONZERO]:
             raise PatchError("unit %d: runs stream goes past the end of the unit" % self.unit)
-        if st[0] != st[1] or self.dec.readinto(self.rmv[:1]):
+        if st[_POS] != st[_END] or self.dec.readinto(self.one):
             raise PatchError("unit %d: longer than announced (data after its last op)"
                              % self.unit)
         if self.ocrc != self.ocrc_want:
@@ -489,24 +618,26 @@ class Applier:
             self.sink.checkpoint((self.patch_at, self.out_at, self.unit))
 
 
-async def apply_stream(ap, stream, buf, progress=None):
-    # Feed `stream` (an asyncio stream: await readinto(mv)) through Applier `ap`, reading into
-    # `buf`, yielding to the event loop after every sector applied; progress(out, total) after
-    # every unit. Returns the patch offset reached.
+async def apply_stream(ap, stream, progress=None):
+    # Feed `stream` (an asyncio stream: await readinto(mv, n), at most n bytes into mv) through
+    # Applier `ap`, yielding to the event loop after every sector applied; progress(out,
+    # total) after every unit. The patch bytes are read straight into the free part of the
+    # sink's sector buffer, no more than feed() takes before the unit is complete: they are in
+    # the unit buffer before step() writes output there. Returns the patch offset reached.
     import asyncio
 
-    mv = memoryview(buf)
+    sink = ap.sink
     while True:
-        n = await stream.readinto(mv)
+        mv = sink.space()
+        want = ap.want()
+        n = await stream.readinto(mv, want if want < len(mv) else len(mv))
         if not n:
             break
-        off = 0
-        while off < n:
-            off += ap.feed(mv[off:n])
-            if ap.phase == _APPLY:
-                while ap.step():
-                    await asyncio.sleep(0)
-                if progress:
-                    progress(ap.out_at, ap.h.to_size)
+        ap.feed(mv, n)
+        if ap.phase == _APPLY:
+            while ap.step():
+                await asyncio.sleep(0)
+            if progress:
+                progress(ap.out_at, ap.h.to_size)
     ap.end()
     return ap.patch_at

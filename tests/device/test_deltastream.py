@@ -371,82 +371,164 @@ def _apply_file(old_path, patch_path):
 def test_realistic_pairs_viper_and_python(delta_stream_pairs):
     from mpfota import deltastream
 
-    viper = deltastream.add_runs
-    assert viper is not deltastream._add_runs_py, "the unix port has viper"
+    viper = deltastream.work
+    assert viper is not deltastream._work_py, "the unix port has viper"
     try:
         for pair in delta_stream_pairs:
-            for kernel in (viper, deltastream._add_runs_py):
-                deltastream.add_runs = kernel
+            for kernel in (viper, deltastream._work_py):
+                deltastream.work = kernel
                 got = _apply_file(pair["old"], pair["patch"])
                 assert got == pair["sha256"], (pair["kind"], kernel)
     finally:
-        deltastream.add_runs = viper
+        deltastream.work = viper
 
 
-# Entries of every kind, as (zeros << 3 | code) varints and bytes; the cache of short runs
-# after each is in the comment (most recent first).
-_ENTRIES = bytes(
-    [2 << 3 | 2, 0x10, 0x20]  # 2 zeros, a 2-byte run: [1020]
-    + [1 << 3 | 4]  # 1 zero, cached run 0 again: [1020]
-    + [0 << 3 | 1, 0x05]  # a 1-byte run: [05 1020]
-    + [3 << 3 | 5]  # cached run 1: [1020 05]
-    + [0 << 3 | 0, 6, 1, 2, 3, 4, 5, 6]  # a long run, its bytes streamed: cache unchanged
-    + [0 << 3 | 0, 4, 0xA1, 0xB2, 0xC3, 0xD4]  # a 4-byte run, short: [A1B2C3D4 1020 05]
-    + [2 << 3 | 6]  # cached run 2: [05 A1B2C3D4 1020]
-    + [0x80 | (300 << 3) & 0x7F, 300 >> 4, 0]  # 300 zeros (a two-byte varint), no run
+# Entries of every kind: (zeros, code, count, bytes), the bytes written with the entry (a short
+# run) or, for a long run, where the diff reaches them. The cache of short runs after each is
+# in the comment (most recent first).
+_ENTRIES = (
+    (2, 2, 2, b"\x10\x20"),  # 2 zeros, a 2-byte run: [1020]
+    (1, 4, 2, b""),  # 1 zero, cached run 0 again: [1020]
+    (0, 1, 1, b"\x05"),  # a 1-byte run: [05 1020]
+    (3, 5, 2, b""),  # cached run 1: [1020 05]
+    (0, 0, 6, bytes(range(1, 7))),  # a long run, its bytes streamed: cache unchanged
+    (0, 0, 4, b"\xa1\xb2\xc3\xd4"),  # a 4-byte run, short: [A1B2C3D4 1020 05]
+    (2, 6, 1, b""),  # cached run 2: [05 A1B2C3D4 1020]
+    (300, 0, 0, b""),  # 300 zeros (a two-byte varint), no run
 )
 _DIFF = (
     b"\0\0\x10\x20" + b"\0\x10\x20" + b"\x05" + b"\0\0\0\x10\x20" + bytes(range(1, 7))
     + b"\xa1\xb2\xc3\xd4" + b"\0\0\x05" + bytes(300)
 )
+# Ops (x, y, z): the first ends inside the long run and seeks back, the second reads the rest
+# of the diff, the last is literal bytes only.
+_OPS = ((20, 4, -7), (len(_DIFF) - 20, 0, 3), (0, 3, 0))
 
 
-def _run_entries(kernel, step, feed):
-    # Apply _ENTRIES to a base in output slices of `step` bytes, the raw buffer refilled
-    # `feed` bytes at a time (entries and short runs cut at every place).
+def _varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+    return out
+
+
+def _unit_stream():
+    # The decoded stream of a unit made of _OPS and _ENTRIES, in the order the apply reads it
+    # (entries when the diff needs the next one), and the output it must give over _BASE.
+    stream = bytearray()
+    want = bytearray()
+    entries = iter(_ENTRIES)
+    zeros = nonzero = 0
+    streamed = b""
+    d = 0
+    old = 0
+    for n, (x, y, z) in enumerate(_OPS):
+        stream += _varint(x) + _varint(y) + _varint(z << 1 if z >= 0 else (-z << 1) - 1)
+        for _ in range(x):
+            if not zeros and not nonzero:
+                zeros, code, nonzero, data = next(entries)
+                stream += _varint(zeros << 3 | code)
+                if not code:
+                    stream += _varint(nonzero)
+                streamed = data if code == 0 and nonzero > 4 else b""
+                if not streamed:
+                    stream += data
+            if zeros:
+                zeros -= 1
+            else:
+                if streamed:
+                    stream.append(streamed[len(streamed) - nonzero])
+                nonzero -= 1
+            want.append((_BASE[old] + _DIFF[d]) & 0xFF)
+            old += 1
+            d += 1
+        lit = bytes(range(0x41 + 8 * n, 0x41 + 8 * n + y))
+        stream += lit
+        want += lit
+        old += z
+    return bytes(stream), bytes(want)
+
+
+_BASE = bytes((0xF0 + 7 * i) & 0xFF for i in range(len(_DIFF) + 10))
+
+
+def _interpret(kernel, stream, out_len, step, feed, base=_BASE):
+    # Run the interpreter over `stream` in output slices of `step` bytes, raw refilled `feed`
+    # bytes at a time (ops, entries and short runs cut at every place). Returns the output, or
+    # the error code.
     import array
 
-    from mpfota import deltastream
+    from mpfota import deltastream as ds
 
-    base = bytes((0xF0 + 7 * i) & 0xFF for i in range(len(_DIFF)))
-    out = bytearray(base)
-    st = array.array("I", [0] * deltastream.ST_LEN)
+    out = bytearray(out_len)
+    st = array.array("I", [0] * ds.ST_LEN)
+    st[18] = out_len  # _OPS
+    st[19] = len(base)  # _BASE_SIZE
     raw = bytearray(32)
     fed = 0
-    i = 0
-    while i < len(out):
-        k = min(i + step, len(out))
-        while i < k:
-            j = kernel(out, i, k, raw, st)
-            assert j >= 0, (step, feed, i)
-            if j < k:  # raw ran out: keep the unread tail, add the next bytes
-                keep = st[1] - st[0]
-                raw[:keep] = raw[st[0]:st[1]]
-                more = _ENTRIES[fed:fed + feed]
-                assert more, ("entries ran out", step, feed, j)
-                raw[keep:keep + len(more)] = more
+    at = 0
+    while at < out_len:
+        k = min(step, out_len - at)
+        mv = memoryview(out)[at:at + k]
+        st[20] = 0  # _I
+        st[21] = k  # _K
+        st[22] = 0  # _AVAIL
+        while True:
+            r = kernel(mv, raw, st)
+            if r == 2:  # base bytes: st[23] of them from st[24]
+                i = st[20]
+                mv[i:i + st[23]] = base[st[24]:st[24] + st[23]]
+            elif r == 1:  # the tail is at the front: decode more after it
+                more = stream[fed:fed + feed]
+                if not more:
+                    return "ran out"
+                raw[st[1]:st[1] + len(more)] = more
+                st[1] += len(more)
                 fed += len(more)
-                st[0] = 0
-                st[1] = keep + len(more)
-            i = j
-    assert st[0] == st[1] and fed == len(_ENTRIES) and not st[2] and not st[3]
-    return bytes(out), bytes((b + d) & 0xFF for b, d in zip(base, _DIFF))
+            elif r:
+                return r
+            else:
+                break
+        at += k
+    assert st[0] == st[1] and fed == len(stream) and not st[2] and not st[3] and not st[18]
+    return bytes(out)
 
 
-def test_run_entries_viper_and_python():
+def test_interpreter_viper_and_python():
     from mpfota import deltastream
 
-    for kernel in (deltastream.add_runs, deltastream._add_runs_py):
+    stream, want = _unit_stream()
+    for kernel in (deltastream.work, deltastream._work_py):
         for step in (1, 3, 7, 4096):
-            for feed in (1, 2, 5, 32):
-                got, want = _run_entries(kernel, step, feed)
+            for feed in (1, 2, 5, 20):
+                got = _interpret(kernel, stream, len(want), step, feed)
                 assert got == want, (kernel, step, feed)
-        # A cached run that was never set, with no zeros, covers nothing: refused.
-        import array
 
-        st = array.array("I", [0] * deltastream.ST_LEN)
-        st[1] = 1
-        assert kernel(bytearray(4), 0, 4, bytearray([0 << 3 | 4]), st) == -1
+
+def test_interpreter_refusals_viper_and_python():
+    # Each bad stream gives the same error code from both: a varint of more than 4 bytes (op
+    # header, entry), an entry covering nothing (a cached run never set), an op longer than the
+    # unit or of no bytes, a base range outside the base; and a position taken below 0 by ops
+    # without base bytes and brought back is read from where Python's integers say.
+    from mpfota import deltastream as ds
+
+    cases = (
+        (b"\x80\x80\x80\x80\x01\x00\x00", 8, -1),
+        (b"\x04\x00\x00" + b"\x80\x80\x80\x80\x01", 8, -1),
+        (b"\x04\x00\x00\x04", 8, -2),
+        (b"\x09\x00\x00", 8, -3),
+        (b"\x00\x00\x00", 8, -3),
+        (b"\x04\x00" + _varint(2 * (len(_BASE) - 3)) + b"\x20\x00" + b"\x04\x00\x00", 8, -4),
+        (b"\x00\x01" + _varint(2 * 5 - 1) + b"L" + b"\x00\x01" + _varint(2 * 6) + b"M"
+         + b"\x03\x00\x00" + b"\x18\x00", 5, b"LM" + _BASE[1:4]),
+    )
+    for stream, out_len, want in cases:
+        for kernel in (ds.work, ds._work_py):
+            for feed in (1, 32):
+                got = _interpret(kernel, stream, out_len, 4096, feed)
+                assert got == want, (stream, kernel, feed, got)
 
 
 def test_the_routes_know_the_streamed_patch_magic():
