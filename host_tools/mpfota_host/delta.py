@@ -68,19 +68,28 @@ def zigzag(value: int) -> int:
     return value << 1 if value >= 0 else ((-value) << 1) - 1
 
 
-def match(old: bytes, new: bytes) -> tuple[list[tuple[int, int, int]], bytes, bytes]:
-    """bsdiff's control triples (x diff bytes, y extra bytes, z seek), diff and extra bytes."""
+def bsdiff_triples(old: bytes, new: bytes) -> list[tuple[int, int, int]]:
+    """bsdiff's control triples (x diff bytes, y extra bytes, z seek)."""
     try:
         import bsdiff4.core
     except ImportError:
         raise UserError("the bsdiff4 package is missing: run `make setup`") from None
-    ctrl, diff, extra = bsdiff4.core.diff(bytes(old), bytes(new))
+    ctrl, _, _ = bsdiff4.core.diff(bytes(old), bytes(new))
     dec = bsdiff4.core.decode_int64
-    triples = [
+    return [
         (dec(ctrl[i : i + 8]), dec(ctrl[i + 8 : i + 16]), dec(ctrl[i + 16 : i + 24]))
         for i in range(0, len(ctrl), 24)
     ]
-    return triples, bytes(diff), bytes(extra)
+
+
+def match(old: bytes, new: bytes) -> tuple[list[tuple[int, int, int]], bytes, bytes]:
+    """Control triples (x diff bytes, y extra bytes, z seek), diff and extra bytes: bsdiff's
+    covers, refined by deltamatch."""
+    from . import deltamatch
+
+    segs = deltamatch.segments(old, new)
+    diff, extra = deltamatch.diff_bytes(old, new, segs)
+    return deltamatch.triples_of(segs), diff, extra
 
 
 def encode_ctrl(triples: list[tuple[int, int, int]]) -> bytes:
