@@ -227,6 +227,15 @@ MUTANTS: tuple[Mutant, ...] = (
         (DEVICE + "test_esp32_board.py::test_check_image_refuses_damaged_images",),
     ),
     Mutant(
+        "esp32-switch-verifies", "ESP32: no read-back only when set_boot() checks every byte",
+        "boards/esp32/board.py",
+        "        return ((pos + 16) & ~15) + _HASH == length\n",
+        "        return True\n",
+        (DEVICE + "test_esp32_update.py::"
+         "test_read_back_is_the_guard_of_what_the_header_check_does_not_read",
+         DEVICE + "test_readback_esp32.py::test_read_back_catches_damage_after_the_image"),
+    ),
+    Mutant(
         "content-range", "the HTTP client refusing a 206 that starts elsewhere than asked",
         "device/mpfota/http.py",
         "            if range_start is not None and cr[0] != range_start:\n",

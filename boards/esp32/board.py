@@ -16,6 +16,7 @@ _MAGIC = const(0xE9)
 _MAX_SEGMENTS = const(16)
 _CHECKSUM_SEED = const(0xEF)
 _HASH = const(32)
+_XOR_WIDTH = const(256)
 _DESC = const(32)  # esp_app_desc_t sits at the start of the first segment's data
 _DESC_MAGIC = b"\x32\x54\xcd\xab"  # 0xABCD5432, little-endian
 _ENOENT = const(2)
@@ -85,12 +86,16 @@ def app_image_length(part, length, buf=None):
         if (end - pos) & 3 or end > length:
             return 0
         while pos < end:
-            chunk = mv[: min(len(mv), end - pos)]
+            k = min(len(mv), end - pos)
+            chunk = mv[:k]
             _read(part, pos, chunk)
             digest.update(chunk)
-            xor ^= int.from_bytes(chunk, "little")
-            pos += len(chunk)
-            width = max(width, len(chunk))
+            # XORed as integers of at most _XOR_WIDTH bytes: a whole sector as one integer
+            # would need several 4 KiB blocks of heap at once (ESP-IDF's check needs none).
+            for i in range(0, k, _XOR_WIDTH):
+                xor ^= int.from_bytes(chunk[i:i + _XOR_WIDTH], "little")
+            pos += k
+            width = max(width, min(k, _XOR_WIDTH))
     end = (pos + 16) & ~15
     if end > length:
         return 0
@@ -135,9 +140,9 @@ def image_version(part):
 
 
 def image_check():
-    # What the image header tells, fed by the engine's one read of the slot; the segments,
-    # checksum and SHA-256 are left to set_boot() (esp_ota_set_boot_partition verifies the
-    # whole image itself), so the slot is not read a second time for them.
+    # What the image header tells; the segments, checksum and SHA-256 are left to set_boot()
+    # (esp_ota_set_boot_partition verifies the whole image itself), so the slot is not read a
+    # second time for them.
     return _HeaderCheck()
 
 
@@ -146,8 +151,29 @@ class _HeaderCheck:
         self.head = None
 
     def update(self, pos, mv):
+        # Fed by the engine's read-back of the slot, when it does one.
         if pos == 0 and len(mv) >= _HEADER:
             self.head = bytes(mv[:_HEADER])
+
+    def switch_verifies(self, part, length):
+        # True when set_boot() will read and check every one of the `length` bytes in `part`
+        # itself: an app image with its SHA-256 appended that ends exactly there. The engine
+        # then does no read-back of its own (nor does ESP-IDF's esp_https_ota): a byte the
+        # flash got wrong fails that SHA-256, and nothing is switched. Reads the image header
+        # and the segment headers only.
+        head = bytearray(_HEADER)
+        _read(part, 0, head)
+        self.head = bytes(head)
+        if head[0] != _MAGIC or not head[23] or not 1 <= head[1] <= _MAX_SEGMENTS:
+            return False
+        seg = bytearray(_SEGMENT)
+        pos = _HEADER
+        for _ in range(head[1]):
+            if pos + _SEGMENT > length:
+                return False
+            _read(part, pos, seg)
+            pos += _SEGMENT + int.from_bytes(seg[4:], "little")
+        return ((pos + 16) & ~15) + _HASH == length
 
     def ok(self, length):
         h = self.head

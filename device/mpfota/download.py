@@ -220,7 +220,6 @@ async def _take(resp, slot, url, offset, length, progress, checkpoint, sniffed=0
     validator = resp.etag or resp.last_modified
     if sniffed:
         slot.advance(sniffed)
-    slot.checkpoint(url, validator, total)
     limit = total if total is not None else length  # a chunked body announces nothing
     got = await slot.pour(resp, limit, progress, checkpoint or CHECKPOINT,
                           lambda: slot.checkpoint(url, validator, total),

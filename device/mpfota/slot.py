@@ -47,6 +47,13 @@ def _label(part):
     return part.info()[4]
 
 
+def _switch_verifies(check, part, n):
+    # The board's switch verifies all n bytes in flash (ESP32's set_boot() and the SHA-256 an
+    # ESP-IDF image carries): a read-back here would be a second full read of the slot.
+    f = getattr(check, "switch_verifies", None)
+    return f is not None and f(part, n)
+
+
 def unconfirmed(running=None):
     # What is still awaiting confirmation ("image" or "script set"), or None; from the journal.
     # A journal that does not verify cannot say the running image was confirmed.
@@ -276,8 +283,8 @@ class Slot:
 
     def verify(self, length=None, md5=None, sha256=None):
         # Length and expected digests, then ONE read of the written bytes feeding both the
-        # read-back digest and the board's image check. Raises FotaError; returns the digests.
-        global reads
+        # read-back digest and the board's image check (none when the board's switch reads and
+        # checks every byte itself: ESP32). Raises FotaError; returns the digests.
         self.finish()
         n = self.flushed
         if n == 0:
@@ -292,6 +299,17 @@ class Slot:
             raise FotaError(FOTA_ERROR, "sha256 %s, expected %s" % (_hex(got), sha256.lower()),
                             DIGEST)
         check = board.image_check()  # None: the board's switch checks the image itself
+        if check is None or not _switch_verifies(check, self.spare, n):
+            self._read_back(n, got, check)
+        if check is not None and not check.ok(n):
+            raise FotaError(FOTA_ERROR, "the update is not a bootable image for this board", IMAGE)
+        log.info("fota", "verified", n, "bytes md5", got_md5, "sha256", _hex(got))
+        self.verified = True
+        return got_md5, _hex(got)
+
+    def _read_back(self, n, got, check):
+        # The one full read of the slot: the read-back digest and the board's image check.
+        global reads
         back = hashlib.sha256()
         mv = self.mv
         pos = 0
@@ -306,11 +324,6 @@ class Slot:
         if back.digest() != got:
             raise FotaError(FOTA_ERROR, "read-back of the slot does not match what was written",
                             DIGEST)
-        if check is not None and not check.ok(n):
-            raise FotaError(FOTA_ERROR, "the update is not a bootable image for this board", IMAGE)
-        log.info("fota", "verified", n, "bytes md5", got_md5, "sha256", _hex(got))
-        self.verified = True
-        return got_md5, _hex(got)
 
     def image_version(self):
         # The version the image written into the slot names (board.image_version), or None.

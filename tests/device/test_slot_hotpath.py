@@ -102,7 +102,7 @@ async def test_default_download_checkpoints_by_time_and_an_explicit_one_by_bytes
     img = update_server["images"]["core-huge"]
     url = update_server["base"] + img["path"]
     await download.fetch(url, sha256=img["sha256"], switch=False)
-    assert offsets == [0], "on a fast link only the opening record: %r" % offsets
+    assert offsets == [], "on a fast link no resume record at all: %r" % offsets
 
     def slow(done, total):
         clock[0] += 50  # 50 ms per read: a second passes every 20 reads
@@ -110,7 +110,7 @@ async def test_default_download_checkpoints_by_time_and_an_explicit_one_by_bytes
     del offsets[:]
     del crcs[:]
     await download.fetch(url, sha256=img["sha256"], switch=False, progress=slow)
-    assert offsets[0] == 0 and len(offsets) >= 2 and offsets[1] >= download.CHECKPOINT, offsets
+    assert offsets and offsets[0] >= download.CHECKPOINT, offsets
     # The CRC each record keeps (read back from flash, then kept on the way) is the prefix's.
     import binascii
 
@@ -123,4 +123,4 @@ async def test_default_download_checkpoints_by_time_and_an_explicit_one_by_bytes
         assert binascii.crc32(memoryview(buf)[:at]) == crc, (at, offsets)
     del offsets[:]
     await download.fetch(url, sha256=img["sha256"], switch=False, checkpoint=65536)
-    assert offsets == [0, 65536, 131072, 196608, 262144], offsets
+    assert offsets == [65536, 131072, 196608, 262144], offsets

@@ -51,12 +51,18 @@ class _SlotReader:
         return (0, 0, self._off, self._size, "", False)
 
 
+# ESP-IDF checks an image in memory of its own, never in MicroPython's heap: the fake's
+# working buffer is taken once, with the board, so an update's heap figures do not pay for it.
+_IDF_BUF = bytearray(4096)
+
+
 def _esp32_image_ok(b, slot, length=None, buf=None):
     # esp_image_verify(): the app image format, and the chip the image was built for.
     import board
 
     part = _SlotReader(b, slot)
-    if not board.app_image_length(part, part._size if length is None else length, buf):
+    if not board.app_image_length(part, part._size if length is None else length,
+                                  buf or _IDF_BUF):
         return False
     chip = bytearray(2)
     part.readblocks(0, chip, 12)
