@@ -106,7 +106,7 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     import binascii
     import time
 
-    slot = slot if slot is not None else Slot()
+    slot = slot if slot is not None else Slot(md5=False)  # verify() checks SHA-256 only
     hashed = _Hashed(md5, sha256)
     # No resume records with patch digests: they could not carry the hashes.
     every = 1 << 30 if hashed.on else checkpoint or CHECKPOINT

@@ -215,13 +215,16 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
             z = (v >> 1) ^ (0 - (v & 1))
             pos = p
     if r == 1:
-        # Decoded bytes ran out: the unread tail (part of an op or an entry) goes to the front.
-        j = 0
-        while pos + j < end:
-            raw[j] = raw[pos + j]
-            j += 1
-        pos = 0
+        # Decoded bytes ran out: the unread tail (part of an op or an entry) goes to end at
+        # raw[16] (deltastream._TAIL), where the caller decodes more.
+        j = 16 - (end - pos)  # end >= 16: the tail moves down (or stays)
         end = j
+        while j < 16:
+            raw[j] = raw[pos]
+            pos += 1
+            j += 1
+        pos = end
+        end = 16
     st[0] = pos
     st[1] = end
     st[2] = zeros

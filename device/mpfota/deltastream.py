@@ -33,7 +33,7 @@ UNIT_SIZE = const(18)
 MIN_WBITS = const(9)
 MAX_WBITS = const(15)
 MAX_VARINT_BYTES = const(4)  # 28 bits: every size and seek of a slot image fits
-RAW_BUF = const(512)  # decoded bytes held at a time
+RAW_BUF = const(1024)  # decoded bytes held at a time
 RUN_CACHE = const(4)  # short diff runs an entry can repeat by number (codes 4..7)
 _MAX_IMAGE = const(1 << 30)  # larger images are refused: positions stay well inside 32 bits
 
@@ -57,7 +57,10 @@ _AVAIL = const(22)  # base bytes are in out[_I:_AVAIL] (the diff not added yet)
 _REQ = const(23)  # _BASE: how many base bytes to read (errors: the op's length)
 _AT = const(24)  # _BASE: the base position to read them from
 ST_LEN = const(25)
-_TAIL = const(15)  # the longest unread tail a refill keeps (an op header or an entry: 12)
+_DECODER_ROOM = const(2560)  # a decoder's state (uzlib: ~1.3 KB) and a 1 KiB window (w10)
+# raw[:RAW_TAIL] holds the unread tail of the decoded bytes (at most 11: part of an op header or
+# an entry), in front of the bytes decoded next.
+RAW_TAIL = const(16)
 
 # What the interpreter returns.
 _FULL = const(0)  # the output range is full
@@ -144,8 +147,9 @@ def _work_py(out, raw, st):
     # st[_K]]: op headers, entries (the run cache at st[_CACHE:]), nonzero diff bytes added to
     # the base bytes in out, literal bytes copied. Returns _FULL when out is full up to st[_K];
     # _MORE when the decoded bytes ran out (the unread tail, part of an op header or an entry,
-    # is moved to the front of raw: decode more after it and call again); _BASE when base bytes
-    # are needed (read st[_REQ] of them at base position st[_AT] into out[st[_I]:], call again);
+    # is moved to end at raw[RAW_TAIL]: decode more into raw[RAW_TAIL:], call again); _BASE
+    # when base bytes are needed (read st[_REQ] of them at base position st[_AT] into
+    # out[st[_I]:], call again);
     # an _E_* code (< 0) for a bad stream. deltarun.work is the viper twin: the two must stay
     # step for step the same (signed values kept as 32-bit patterns in st, wrapped the same).
     pos = st[_POS]
@@ -340,13 +344,15 @@ def _work_py(out, raw, st):
             z = (v >> 1) ^ -(v & 1)
             pos = p
     if r == _MORE:
-        # The unread tail (part of an op header or an entry) goes to the front of raw.
-        j = 0
-        while pos + j < end:
-            raw[j] = raw[pos + j]
-            j += 1
-        pos = 0
+        # The unread tail (part of an op header or an entry) goes to raw[RAW_TAIL - len:RAW_TAIL].
+        j = RAW_TAIL - (end - pos)  # end >= RAW_TAIL: the tail moves down (or stays)
         end = j
+        while j < RAW_TAIL:
+            raw[j] = raw[pos]
+            pos += 1
+            j += 1
+        pos = end
+        end = RAW_TAIL
     st[_POS] = pos
     st[_END] = end
     st[_ZEROS] = zeros
@@ -402,14 +408,14 @@ class Applier:
 
         self.src = _unit_source(unit_max) if unit_max else None
         self.src_size = unit_max
-        self.raw = bytearray(RAW_BUF)
+        # Room for the first decoder (its state and window: about 2.4 KB at w10), taken now
+        # and given back just before that decoder is made: later the heap may only have small
+        # holes left, and a decoder's blocks must each be in one piece.
+        self.room = bytearray(_DECODER_ROOM) if unit_max else None
+        self.raw = bytearray(RAW_TAIL + RAW_BUF)
+        self.fresh = memoryview(self.raw)[RAW_TAIL:]  # where decoded bytes go (made once)
         self.st = array.array("I", [0] * ST_LEN)  # the interpreter's state (_work_py)
         self.head = bytearray(HEADER_SIZE)  # the patch header, then each unit header
-        rmv = memoryview(self.raw)
-        # Where decoded bytes go after a kept tail of t bytes (t <= _TAIL): made once, so that
-        # a refill allocates nothing.
-        self.tails = tuple(rmv[t:] for t in range(_TAIL + 1))
-        self.one = rmv[:1]
         self.sink = sink
         self.read_old = read_old
         self.decoder = decoder
@@ -518,6 +524,11 @@ class Applier:
         if self.pcrc != self.pcrc_want:
             raise PatchError("unit %d: CRC mismatch (corrupt patch)" % self.unit)
         self.src.seek(0)
+        if self.room is not None:
+            import gc
+
+            self.room = None
+            gc.collect()  # the room is one hole now, for the decoder's blocks
         self.dec = self.decoder(self.src, self.h.wbits)
         st = self.st
         for i in range(ST_LEN):
@@ -568,13 +579,11 @@ class Applier:
         return self.phase == _APPLY
 
     def _refill(self):
-        # Decode more after the tail _work_py kept at the front of raw.
-        st = self.st
-        keep = st[_END]
-        n = self.dec.readinto(self.tails[keep])
+        # Decode more after the tail _work_py kept in front of raw[RAW_TAIL].
+        n = self.dec.readinto(self.fresh)
         if not n:
             raise PatchError("unit %d: ops stream ended early (truncated)" % self.unit)
-        st[_END] = keep + n
+        self.st[_END] = RAW_TAIL + n
 
     def _refuse(self, r):
         st = self.st
@@ -595,7 +604,7 @@ class Applier:
         st = self.st
         if st[_ZEROS] or st[_NONZERO]:
             raise PatchError("unit %d: runs stream goes past the end of the unit" % self.unit)
-        if st[_POS] != st[_END] or self.dec.readinto(self.one):
+        if st[_POS] != st[_END] or self.dec.readinto(self.fresh):
             raise PatchError("unit %d: longer than announced (data after its last op)"
                              % self.unit)
         if self.ocrc != self.ocrc_want:

@@ -466,7 +466,7 @@ def _interpret(kernel, stream, out_len, step, feed, base=_BASE):
     st = array.array("I", [0] * ds.ST_LEN)
     st[18] = out_len  # _OPS
     st[19] = len(base)  # _BASE_SIZE
-    raw = bytearray(32)
+    raw = bytearray(ds.RAW_TAIL + 32)
     fed = 0
     at = 0
     while at < out_len:
@@ -480,7 +480,7 @@ def _interpret(kernel, stream, out_len, step, feed, base=_BASE):
             if r == 2:  # base bytes: st[23] of them from st[24]
                 i = st[20]
                 mv[i:i + st[23]] = base[st[24]:st[24] + st[23]]
-            elif r == 1:  # the tail is at the front: decode more after it
+            elif r == 1:  # the tail ends at raw[RAW_TAIL]: decode more after it
                 more = stream[fed:fed + feed]
                 if not more:
                     return "ran out"
