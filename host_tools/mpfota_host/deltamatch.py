@@ -26,8 +26,8 @@ from collections import Counter
 Segment = list[int]  # [out, x, y, old]
 
 MARGIN = 128  # bytes of each neighbouring cover that a stretch may give or take
-NEIGHBOURS = 12  # covers nearby whose alignments are candidates (half before, half after)
-SEEDS = 12  # alignments found through OLD's 4-grams, at most, per stretch
+NEIGHBOURS = 16  # covers nearby whose alignments are candidates (half before, half after)
+SEEDS = 16  # alignments found through OLD's 4-grams, at most, per stretch
 SEED_BYTES = 4
 SEED_CAP = 16  # a 4-gram found more often than this in OLD says nothing
 SEED_VOTES = 3  # an alignment needs that many 4-grams of the stretch
@@ -35,7 +35,8 @@ PASSES = 2
 # Costs in bits (tuned on the corpus pairs, see docs/delta.md): the first nonzero diff byte
 # after a zero one starts an entry; an op header; a zero diff byte inside a zero run.
 ENTRY_BITS = 5.0
-OP_BITS = 36.0
+OP_BITS = 30.0
+SEEK_BITS = 8.0
 ZERO_BITS = 0.02
 NONZERO_SCALE = 1.1  # nonzero diff bytes where the stretches are cost more than the average
 _INF = float("inf")
@@ -73,6 +74,18 @@ def triples_of(segs: list[Segment]) -> list[tuple[int, int, int]]:
         seek = segs[k + 1][3] - (at + x) if k + 1 < len(segs) else 0
         result.append((x, y, seek))
     return result
+
+
+def _zigzag(value: int) -> int:
+    return value << 1 if value >= 0 else ((-value) << 1) - 1
+
+
+def _varint_len(value: int) -> int:
+    n = 1
+    while value >= 0x80:
+        value >>= 7
+        n += 1
+    return n
 
 
 def _bit_costs(counts: Counter, scale: float) -> list[float]:
@@ -128,6 +141,8 @@ def _shortest_path(
     cost = [_INF] * size
     cost[1] = 0.0
     back = []
+    # An op header: its seek costs more bytes the farther the alignment is from the cover's.
+    op_bits = [OP_BITS + SEEK_BITS * (_varint_len(_zigzag(d - cands[0])) - 1) for d in cands]
     for i in range(start, end):
         b = new[i]
         best = _INF
@@ -157,7 +172,7 @@ def _shortest_path(
             else:
                 enter = best
                 enter_state = best_state
-            enter += OP_BITS
+            enter += op_bits[c]
             d = (b - old[at]) & 0xFF
             if d == 0:
                 m, p = cost[zs], zs
@@ -197,7 +212,7 @@ def refine(old: bytes, new: bytes, segs: list[Segment], seeds: Seeds | None) -> 
             result.append(cur)
             continue
         da, db = prev[3] - prev[0], cur[3] - cur[0]
-        if da == db:
+        if da == db:  # a literal in place of as many old bytes: tried, costs more than it saves
             result.append(cur)
             continue
         take_a, take_b = min(MARGIN, prev[1] // 2), min(MARGIN, cur[1] // 2)
@@ -219,8 +234,8 @@ def refine(old: bytes, new: bytes, segs: list[Segment], seeds: Seeds | None) -> 
                 runs[-1][1] += 1
             else:
                 runs.append([st, 1])
-        # The last run in cands[1] becomes the front of the next cover.
-        tail = runs.pop()[1] if runs[-1][0] == 1 else 0
+        # The last run (in cands[1]) becomes the front of the next cover.
+        tail = runs.pop()[1]
         pos = start
         i = 0
         prev[1] -= take_a

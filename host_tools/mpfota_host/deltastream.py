@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import importlib.util
 import re
 import zlib
@@ -173,6 +174,318 @@ def deflate_raw(data: bytes, wbits: int) -> bytes:
     return comp.compress(data) + comp.flush()
 
 
+# --- raw DEFLATE within a small window, optimally parsed ---------------------------------------
+#
+# zlib parses greedily (lazy matching) and stops looking for a match 262 bytes short of its
+# window. This encoder finds, for every position of the data, the matches within the window
+# (the nearest one of each length that is longer than any nearer one), then chooses literals
+# and matches by a shortest path whose costs are the bit lengths of the Huffman codes of the
+# last path, a few times over, and writes one dynamic-Huffman block per stream.
+
+_LEN_BASE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83)
+_LEN_BASE += (99, 115, 131, 163, 195, 227, 258)
+_LEN_EXTRA = (0,) * 8 + (1,) * 4 + (2,) * 4 + (3,) * 4 + (4,) * 4 + (5,) * 4 + (0,)
+_DIST_BASE = (1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769)
+_DIST_BASE += (1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577)
+_DIST_EXTRA = (0, 0) + tuple(n for n in range(14) for _ in (0, 1))
+_CLEN_ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
+_MAX_MATCH = 258
+_CHAIN = 512  # candidates looked at per position, nearest first
+ROUNDS = 4  # parses per stream (the costs settle after two or three)
+
+
+def _symbol_tables():
+    len_sym = [0] * (_MAX_MATCH + 1)
+    for s, base in enumerate(_LEN_BASE):
+        top = _LEN_BASE[s + 1] if s + 1 < len(_LEN_BASE) else _MAX_MATCH + 1
+        for n in range(base, min(top, _MAX_MATCH + 1)):
+            len_sym[n] = s
+    len_sym[_MAX_MATCH] = 28
+    dist_sym = [0] * (32768 + 1)
+    for s, base in enumerate(_DIST_BASE):
+        top = _DIST_BASE[s + 1] if s + 1 < len(_DIST_BASE) else 32769
+        for d in range(base, top):
+            dist_sym[d] = s
+    return len_sym, dist_sym
+
+
+_LEN_SYM, _DIST_SYM = _symbol_tables()
+
+
+def _find_matches(data: bytes, window: int) -> list:
+    """For every position, [(length, distance), ...] with lengths and distances increasing:
+    the nearest match of at least 3 bytes, then each farther one that is longer."""
+    n = len(data)
+    chains: dict = {}
+    found = [()] * n
+    for i in range(n - 2):
+        key = data[i : i + 3]
+        chain = chains.get(key)
+        if chain is None:
+            chains[key] = [i]
+            continue
+        limit = min(_MAX_MATCH, n - i)
+        cands = []
+        best = 2
+        lo = i - window
+        looked = 0
+        for j in range(len(chain) - 1, -1, -1):
+            p = chain[j]
+            if p < lo or looked == _CHAIN:
+                break
+            looked += 1
+            if best >= limit:
+                break
+            if data[p + best] != data[i + best]:
+                continue
+            k = 3
+            while k + 16 <= limit and data[p + k : p + k + 16] == data[i + k : i + k + 16]:
+                k += 16
+            while k < limit and data[p + k] == data[i + k]:
+                k += 1
+            if k > best:
+                cands.append((k, i - p))
+                best = k
+        found[i] = cands
+        chain.append(i)
+        if len(chain) > 2 * window and chain[0] < lo:
+            chains[key] = [p for p in chain if p >= lo]
+    return found
+
+
+def _huffman_lengths(freqs: list, limit: int) -> list:
+    """Code lengths for freqs (0 for unused symbols), none longer than limit; at least two
+    symbols get a code, so that every code is complete."""
+    freqs = list(freqs)
+    used = [s for s, f in enumerate(freqs) if f]
+    while len(used) < 2:
+        s = next(s for s in range(len(freqs)) if not freqs[s])
+        freqs[s] = 1
+        used.append(s)
+    while True:
+        heap = [(freqs[s], s, (s,)) for s in used]
+        heapq.heapify(heap)
+        lengths = [0] * len(freqs)
+        tie = len(freqs)
+        while len(heap) > 1:
+            f1, _, a = heapq.heappop(heap)
+            f2, _, b = heapq.heappop(heap)
+            for s in a + b:
+                lengths[s] += 1
+            heapq.heappush(heap, (f1 + f2, tie, a + b))
+            tie += 1
+        if max(lengths) <= limit:
+            return lengths
+        freqs = [(f + 1) // 2 if f else 0 for f in freqs]
+
+
+def _codes(lengths: list) -> list:
+    """Canonical codes, bit-reversed so that they can be written least significant bit first."""
+    count = [0] * 16
+    for n in lengths:
+        if n:
+            count[n] += 1
+    nxt = [0] * 16
+    code = 0
+    for bits in range(1, 16):
+        code = (code + count[bits - 1]) << 1 if bits > 1 else 0
+        nxt[bits] = code
+    codes = [0] * len(lengths)
+    for s, n in enumerate(lengths):
+        if n:
+            c = nxt[n]
+            nxt[n] += 1
+            codes[s] = int(format(c, f"0{n}b")[::-1], 2)
+    return codes
+
+
+class _Bits:
+    def __init__(self) -> None:
+        self.acc = 0
+        self.n = 0
+        self.out = bytearray()
+
+    def put(self, value: int, bits: int) -> None:
+        self.acc |= value << self.n
+        self.n += bits
+        while self.n >= 8:
+            self.out.append(self.acc & 0xFF)
+            self.acc >>= 8
+            self.n -= 8
+
+    def done(self) -> bytes:
+        if self.n:
+            self.out.append(self.acc & 0xFF)
+        return bytes(self.out)
+
+
+def _parse(data: bytes, found: list, lit_bits: list, len_bits: list, dist_bits: list) -> list:
+    """The cheapest sequence of literals (length 1) and matches, as [(length, distance)]."""
+    n = len(data)
+    inf = float("inf")
+    cost = [inf] * (n + 1)
+    cost[0] = 0.0
+    step = [(1, 0)] * (n + 1)
+    for i in range(n):
+        c = cost[i]
+        t = c + lit_bits[data[i]]
+        if t < cost[i + 1]:
+            cost[i + 1] = t
+            step[i + 1] = (1, 0)
+        prev = 2
+        for length, dist in found[i]:
+            base = c + dist_bits[dist]
+            if length - prev > 24:
+                lengths = list(range(prev + 1, prev + 9)) + [
+                    b for b in _LEN_BASE if prev + 9 <= b < length
+                ] + [length]
+            else:
+                lengths = range(prev + 1, length + 1)
+            for k in lengths:
+                t = base + len_bits[k]
+                if t < cost[i + k]:
+                    cost[i + k] = t
+                    step[i + k] = (k, dist)
+            prev = length
+    seq = []
+    i = n
+    while i:
+        k, dist = step[i]
+        seq.append((k, dist))
+        i -= k
+    seq.reverse()
+    return seq
+
+
+def _stats(data: bytes, seq: list) -> tuple[list, list]:
+    lit = [0] * 286
+    dist = [0] * 30
+    i = 0
+    for k, d in seq:
+        if d:
+            lit[257 + _LEN_SYM[k]] += 1
+            dist[_DIST_SYM[d]] += 1
+        else:
+            lit[data[i]] += 1
+        i += k
+    lit[256] = 1
+    return lit, dist
+
+
+def _costs(lit_len: list, dist_len: list) -> tuple[list, list, list]:
+    """Bits of every literal value, match length (3..258) and distance, for the parser; an
+    unused symbol is priced as if it had a code one bit longer than the longest."""
+    worst_l = max(lit_len) + 1
+    worst_d = max(dist_len) + 1
+    lit_bits = [lit_len[b] or worst_l for b in range(256)]
+    len_bits = [0.0] * (_MAX_MATCH + 1)
+    for k in range(3, _MAX_MATCH + 1):
+        s = _LEN_SYM[k]
+        len_bits[k] = (lit_len[257 + s] or worst_l) + _LEN_EXTRA[s]
+    dist_bits = [0.0] * (32768 + 1)
+    for d in range(1, 32769):
+        s = _DIST_SYM[d]
+        dist_bits[d] = (dist_len[s] or worst_d) + _DIST_EXTRA[s]
+    return lit_bits, len_bits, dist_bits
+
+
+def _write_block(data: bytes, seq: list) -> bytes:
+    lit_freq, dist_freq = _stats(data, seq)
+    lit_len = _huffman_lengths(lit_freq, 15)
+    dist_len = _huffman_lengths(dist_freq, 15)
+    hlit = max(s for s in range(286) if lit_len[s]) + 1
+    hdist = max(s for s in range(30) if dist_len[s]) + 1
+    hlit = max(hlit, 257)
+    lengths = lit_len[:hlit] + dist_len[:hdist]
+    # Run-length code the code lengths (16: repeat the last 3..6 times; 17, 18: zeros).
+    rle = []
+    i = 0
+    while i < len(lengths):
+        v = lengths[i]
+        run = 1
+        while i + run < len(lengths) and lengths[i + run] == v:
+            run += 1
+        i += run
+        if v == 0:
+            while run >= 11:
+                r = min(run, 138)
+                rle.append((18, r - 11, 7))
+                run -= r
+            if run >= 3:
+                rle.append((17, run - 3, 3))
+                run = 0
+            rle += [(0, 0, 0)] * run
+        else:
+            rle.append((v, 0, 0))
+            run -= 1
+            while run >= 3:
+                r = min(run, 6)
+                rle.append((16, r - 3, 2))
+                run -= r
+            rle += [(v, 0, 0)] * run
+    clen_freq = [0] * 19
+    for s, _, _ in rle:
+        clen_freq[s] += 1
+    clen_len = _huffman_lengths(clen_freq, 7)
+    hclen = max(k for k in range(19) if clen_len[_CLEN_ORDER[k]]) + 1
+    hclen = max(hclen, 4)
+    lit_code, dist_code, clen_code = _codes(lit_len), _codes(dist_len), _codes(clen_len)
+    w = _Bits()
+    w.put(1, 1)  # BFINAL
+    w.put(2, 2)  # dynamic Huffman
+    w.put(hlit - 257, 5)
+    w.put(hdist - 1, 5)
+    w.put(hclen - 4, 4)
+    for k in range(hclen):
+        w.put(clen_len[_CLEN_ORDER[k]], 3)
+    for s, extra, bits in rle:
+        w.put(clen_code[s], clen_len[s])
+        if bits:
+            w.put(extra, bits)
+    put = w.put
+    i = 0
+    for k, d in seq:
+        if d:
+            s = _LEN_SYM[k]
+            put(lit_code[257 + s], lit_len[257 + s])
+            if _LEN_EXTRA[s]:
+                put(k - _LEN_BASE[s], _LEN_EXTRA[s])
+            s = _DIST_SYM[d]
+            put(dist_code[s], dist_len[s])
+            if _DIST_EXTRA[s]:
+                put(d - _DIST_BASE[s], _DIST_EXTRA[s])
+        else:
+            b = data[i]
+            put(lit_code[b], lit_len[b])
+        i += k
+    put(lit_code[256], lit_len[256])
+    return w.done()
+
+
+def deflate_best(data: bytes, wbits: int, packed: bytes) -> bytes:
+    """The smaller of `packed` (zlib's raw DEFLATE of data) and deflate_optimal(data)."""
+    mine = deflate_optimal(data, wbits)
+    return mine if len(mine) < len(packed) else packed
+
+
+def deflate_optimal(data: bytes, wbits: int, rounds: int = ROUNDS) -> bytes:
+    """Raw DEFLATE of data (one dynamic block) whose distances stay within 2**wbits."""
+    found = _find_matches(data, 1 << wbits)
+    # First round: a rough model (a literal 8 bits, a match 8 bits + its extra bits).
+    lit_len = [8] * 286
+    dist_len = [5] * 30
+    best = None
+    for _ in range(rounds):
+        seq = _parse(data, found, *_costs(lit_len, dist_len))
+        block = _write_block(data, seq)
+        if best is None or len(block) < len(best):
+            best = block
+        lit_freq, dist_freq = _stats(data, seq)
+        lit_len = _huffman_lengths(lit_freq, 15)
+        dist_len = _huffman_lengths(dist_freq, 15)
+    return best
+
+
 @dataclass
 class Unit:
     start: int
@@ -223,6 +536,8 @@ def cut_units(enc: Encoder, size: int, unit_max: int, wbits: int) -> list[Unit]:
             raise GenerationError(f"--unit-bytes {unit_max} is too small for this image")
         units.append(best)
         start = best.end
+    for u in units:  # the cuts are made with zlib; the final packing is the smallest we have
+        u.packed = deflate_best(enc.unit(u.start, u.end)[1], wbits, u.packed)
     return units
 
 
