@@ -30,7 +30,7 @@ NEIGHBOURS = 16  # covers nearby whose alignments are candidates (half before, h
 SEEDS = 16  # alignments found through OLD's 4-grams, at most, per stretch
 SEED_BYTES = 4
 SEED_CAP = 16  # a 4-gram found more often than this in OLD says nothing
-SEED_VOTES = 3  # an alignment needs that many 4-grams of the stretch
+SEED_VOTES = 1  # an alignment needs that many 4-grams of the stretch
 PASSES = 2
 # Costs in bits (tuned on the corpus pairs, see docs/delta.md): the first nonzero diff byte
 # after a zero one starts an entry; an op header; a zero diff byte inside a zero run.
@@ -38,6 +38,7 @@ ENTRY_BITS = 5.0
 OP_BITS = 30.0
 SEEK_BITS = 8.0
 ZERO_BITS = 0.02
+LITERAL_SCALE = 1.0
 NONZERO_SCALE = 1.1  # nonzero diff bytes where the stretches are cost more than the average
 _INF = float("inf")
 
@@ -101,7 +102,7 @@ def cost_tables(old: bytes, new: bytes, segs: list[Segment]) -> tuple[list[float
         lit.update(new[out + x : out + x + y])
         nonzero.update((a - b) & 0xFF for a, b in zip(new[out : out + x], old[at : at + x]))
     del nonzero[0]
-    return _bit_costs(lit, 1.0), _bit_costs(nonzero, NONZERO_SCALE)
+    return _bit_costs(lit, LITERAL_SCALE), _bit_costs(nonzero, NONZERO_SCALE)
 
 
 class Seeds:

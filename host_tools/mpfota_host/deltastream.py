@@ -96,6 +96,37 @@ class RunCache:
         return True
 
 
+def cached_pieces(run: bytes, recent: list[bytes], most: int = 2) -> list[bytes]:
+    """The run as one entry, or as up to `most` pieces (entries of no zeros) that are all in
+    the run cache when their turn comes: each then costs an entry byte and none of its own.
+    `recent` (most recently used first) is updated the way the device updates its cache."""
+    size = fmt().RUN_CACHE
+    pieces = [run]
+    if run not in recent and len(run) > 1:
+        trial = list(recent)
+        found: list[bytes] = []
+        i = 0
+        while i < len(run) and len(found) < most:
+            piece = next((run[i : i + n] for n in (4, 3, 2, 1) if run[i : i + n] in trial), None)
+            if piece is None:
+                break
+            trial.remove(piece)
+            trial.insert(0, piece)
+            found.append(piece)
+            i += len(piece)
+        if i == len(run):
+            pieces = found
+    for piece in pieces:
+        if piece in recent:
+            recent.remove(piece)
+        elif 1 <= len(piece) <= 4:
+            del recent[size - 1 :]
+        else:
+            continue
+        recent.insert(0, piece)
+    return pieces
+
+
 class Encoder:
     """Op streams for output ranges of NEW, from bsdiff's triples."""
 
@@ -136,8 +167,12 @@ class Encoder:
         diff = b"".join(p[3] for p in parts)
         entries = []  # (zeros before, nonzero bytes)
         pos = 0
+        recent: list[bytes] = []  # the run cache as the device will have it
         for m in _NONZERO.finditer(diff):
-            entries.append((m.start() - pos, m.group()))
+            zeros = m.start() - pos
+            for piece in cached_pieces(m.group(), recent):
+                entries.append((zeros, piece))
+                zeros = 0
             pos = m.end()
         if pos < len(diff):
             entries.append((len(diff) - pos, b""))
