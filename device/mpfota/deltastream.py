@@ -33,7 +33,7 @@ UNIT_SIZE = const(18)
 MIN_WBITS = const(9)
 MAX_WBITS = const(15)
 MAX_VARINT_BYTES = const(4)  # 28 bits: every size and seek of a slot image fits
-RAW_BUF = const(1024)  # decoded bytes held at a time
+RAW_BUF = const(512)  # decoded bytes held at a time
 RUN_CACHE = const(4)  # short diff runs an entry can repeat by number (codes 4..7)
 _MAX_IMAGE = const(1 << 30)  # larger images are refused: positions stay well inside 32 bits
 
@@ -553,15 +553,17 @@ class Applier:
             mv = mv[:k]
         st = self.st
         raw = self.raw
+        read_old = self.read_old
+        run = work
         st[_I] = 0
         st[_K] = k
         st[_AVAIL] = 0
         try:
             while True:
-                r = work(mv, raw, st)
-                if r == _BASE:
+                r = run(mv, raw, st)
+                if r == _BASE:  # most returns: one per op (and per sector an op crosses)
                     i = st[_I]
-                    self.read_old(st[_AT], mv[i:i + st[_REQ]])
+                    read_old(st[_AT], mv[i:i + st[_REQ]])
                 elif r == _MORE:
                     self._refill()
                 elif r:

@@ -18,11 +18,14 @@ On the ESP8266 MicroPython v1.9.4 -> v1.10 pair (shared/corpus/firmware), in one
                                   filesystem, the journal aside (0: the patch is never stored)
     delta.min_heap_kb             smallest `micropython -X heapsize` (KiB) with which the whole
                                   streamed apply completes (device modules compiled with
-                                  mpy-cross), found by bisection
+                                  mpy-cross), found by bisection; with a resume record every
+                                  64 KiB of output (as a slow link makes them: the timed run is
+                                  too fast for the default one-a-second gate)
     delta.baseline_heap_kb        the same for booting and importing mpfota.deltafetch only
     delta.working_heap_kb         min_heap_kb - baseline_heap_kb: what applying itself needs
-    delta.http_heap_kb            the same for only downloading the patch (no apply): the part
-                                  of working_heap_kb that is the HTTP request, not the applier
+    delta.http_heap_kb            the same for only downloading the patch (no apply), read into
+                                  the door's sector buffer as deltafetch reads it: the part of
+                                  working_heap_kb that is the HTTP request, not the applier
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ PYBOARD = ("pybv11-1f5d945af.bin", "pybv11-1f5d945af-dirty.bin")
 SLOT_SIZE = 640 * 1024
 
 # Device side, written into the work directory: micropython deltabench_dev.py MODE [ARG]
-#   stream URL [staged]  apply the patch at URL into the spare slot as it downloads, verify
-#               (no switch); with "staged", report the bytes it added to files
+#   stream URL [staged] [checkpoints]  apply the patch at URL into the spare slot as it
+#               downloads, verify (no switch); with "staged", report the bytes it added to
+#               files; with "checkpoints", a resume record every 64 KiB of output (no time gate)
 #   copy N      copy N bytes of the running image into the spare slot (its version renamed,
 #               or the door refuses the image the board runs) and verify
-#   get URL     download the patch at URL into a 512-byte buffer, as deltafetch reads it, and
-#               drop it (the HTTP part of the streamed apply alone)
+#   get URL     download the patch at URL into the door's sector buffer, as deltafetch reads
+#               it, and drop it (the HTTP part of the streamed apply alone)
 #   baseline    boot and import mpfota.deltafetch, nothing else
 DEVICE_SCRIPT = """
 import sys
@@ -78,14 +82,15 @@ t0 = time.ticks_ms()
 n = 0
 if mode == "stream":
     import asyncio
-    n = asyncio.run(deltafetch.fetch(sys.argv[2], switch=False)).to_size
+    every = 65536 if "checkpoints" in sys.argv else None
+    n = asyncio.run(deltafetch.fetch(sys.argv[2], switch=False, checkpoint=every)).to_size
 elif mode == "get":
     import asyncio
-    from mpfota import http
+    from mpfota import http, slot
 
 
     async def get():
-        chunk = memoryview(bytearray(512))
+        chunk = memoryview(slot._BUF)
         resp = await http.request("GET", sys.argv[2], bytearray(512))
         while await resp.readinto(chunk):
             pass
@@ -173,7 +178,7 @@ def apply_figures(old: bytes, new: bytes, repeat: int) -> Iterator[tuple[str, st
             yield ("delta.apply_ms", str(best["stream"]))
             yield ("delta.copy_ms", str(best["copy"]))
             yield ("delta.staged_bytes", str(staged))
-            heap = dev.min_heap_kb(board, "stream", url)
+            heap = dev.min_heap_kb(board, "stream", url, "checkpoints")
             base_heap = dev.min_heap_kb(board, "baseline")
             yield ("delta.min_heap_kb", str(heap))
             yield ("delta.baseline_heap_kb", str(base_heap))
