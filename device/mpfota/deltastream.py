@@ -373,6 +373,11 @@ try:
     from mpfota.deltarun import work
 except (ImportError, SyntaxError):  # CPython; a port without viper fails to compile it
     work = _work_py
+else:
+    if not globals().get("KEEP_TWIN"):
+        # A board with viper never runs the twin: its bytecode (1.5 KB of RAM) goes. The
+        # device tests load this module again from its source with KEEP_TWIN set.
+        del _work_py
 
 
 def _unit_source(size):
