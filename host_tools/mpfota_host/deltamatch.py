@@ -106,15 +106,19 @@ def cost_tables(old: bytes, new: bytes, segs: list[Segment]) -> tuple[list[float
 
 
 class Seeds:
-    """Where the 4-byte pieces of OLD are (up to SEED_CAP places each)."""
+    """Where the 4-byte pieces of OLD are (up to SEED_CAP + 1 places each: a piece found more
+    often says nothing). A piece found once is kept as its place alone, to save memory."""
 
     def __init__(self, old: bytes) -> None:
-        index: dict[bytes, list[int]] = {}
+        index: dict[bytes, int | list[int]] = {}
+        get = index.get
         for i in range(len(old) - SEED_BYTES + 1):
             key = old[i : i + SEED_BYTES]
-            places = index.get(key)
+            places = get(key)
             if places is None:
-                index[key] = [i]
+                index[key] = i
+            elif type(places) is int:
+                index[key] = [places, i]
             elif len(places) <= SEED_CAP:
                 places.append(i)
         self.index = index
@@ -122,10 +126,14 @@ class Seeds:
     def alignments(self, new: bytes, start: int, end: int) -> list[int]:
         """Alignments (old - new position) that most 4-grams of NEW[start:end] vote for."""
         votes: Counter = Counter()
-        index = self.index
+        get = self.index.get
         for i in range(start, end - SEED_BYTES + 1):
-            places = index.get(new[i : i + SEED_BYTES])
-            if places and len(places) <= SEED_CAP:
+            places = get(new[i : i + SEED_BYTES])
+            if places is None:
+                continue
+            if type(places) is int:
+                votes[places - i] += 1
+            elif len(places) <= SEED_CAP:
                 votes.update(p - i for p in places)
         return [d for d, v in votes.most_common(SEEDS) if v >= SEED_VOTES]
 
