@@ -1,8 +1,8 @@
 # The streamed delta apply's interpreter (deltastream._work_py) in viper: ops, entries, the run
 # cache, nonzero diff bytes and literal bytes of a unit's decoded stream, worked through until the
-# output range is full, the decoded bytes run out or base bytes are needed. Step for step the
+# output range is full, calling back for base bytes and for more decoded bytes. Step for step the
 # same as the Python version, which CPython and ports without viper use; the tests run both on
-# the same patches. st: see deltastream (the _POS.._AT indices; the cache from st[6], its
+# the same patches. st: see deltastream (the _POS.._AVAIL indices; the cache from st[6], its
 # lengths from st[10]: deltastream.RUN_CACHE = 4). Signed values (the base position and the
 # pending seek) are kept as 32-bit patterns: the (v ^ s) - s below sign-extends them on a 64-bit
 # port and changes nothing on a 32-bit one.
@@ -10,7 +10,7 @@ import micropython
 
 
 @micropython.viper
-def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
+def work(out: ptr8, raw: ptr8, st: ptr32, base, more) -> int:
     sgn = 1
     sgn <<= 31  # at run time: a folded constant this large would be an object
     pos = st[0]
@@ -24,12 +24,32 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
     z = (st[16] ^ sgn) - sgn
     old = (st[17] ^ sgn) - sgn
     ops = st[18]
-    base = st[19]
+    size = st[19]
     i = st[20]
     k = st[21]
     avail = st[22]
+    at = 0
     r = 0
     while i < k:
+        if r:
+            if r == 1:
+                # Decoded bytes ran out: the unread tail (part of an op or an entry) goes to
+                # end at raw[16] (deltastream.RAW_TAIL), and more() decodes after it.
+                j = 16 - (end - pos)  # end >= 16: the tail moves down (or stays)
+                end = j
+                while j < 16:
+                    raw[j] = raw[pos]
+                    pos += 1
+                    j += 1
+                pos = end
+                n = int(more())
+                if n <= 0:
+                    r = -5
+                    break
+                end = 16 + n
+            else:
+                base(at, i, avail - i)  # the base bytes into out[i:avail]
+            r = 0
         if i < avail:
             # Base bytes are in out[i:avail]: add the diff the entries describe.
             if zeros:
@@ -52,7 +72,7 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
                     s = end - pos
                     if not s:
                         r = 1
-                        break
+                        continue
                 j = 0
                 while j < s:
                     out[i + j] = out[i + j] + raw[pos + j]
@@ -81,7 +101,7 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
                     break
                 if not complete:
                     r = 1
-                    break
+                    continue
                 code = v & 7
                 n = code
                 hit = -1
@@ -107,10 +127,10 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
                         break
                     if not complete:
                         r = 1
-                        break
+                        continue
                 if hit < 0 and 0 < n and n <= 4 and end - p < n:
                     r = 1
-                    break
+                    continue
                 zeros = v >> 3
                 nonzero = n
                 if not zeros and not nonzero:
@@ -138,17 +158,16 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
                     short = 1
                 pos = p
         elif x:
-            # The op's next base bytes: the caller reads st[23] of them at st[24] into out[i:].
+            # The op's next base bytes, read into out[i:i + s] at the top of the loop.
             s = k - i
             if x < s:
                 s = x
-            st[23] = s
-            st[24] = old
+            at = old
             old += s
             x -= s
             avail = i + s
             r = 2
-            break
+            continue
         elif y:
             s = k - i
             if y < s:
@@ -157,7 +176,7 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
                 s = end - pos
                 if not s:
                     r = 1
-                    break
+                    continue
             j = 0
             while j < s:
                 out[i + j] = raw[pos + j]
@@ -197,7 +216,7 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
                 break
             if got < 3:
                 r = 1
-                break
+                continue
             t = nx + ny
             if not t or t > ops:
                 st[23] = t
@@ -205,7 +224,7 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
                 break
             st[17] = old + z  # 32 bits, as the Python twin wraps it
             old = (st[17] ^ sgn) - sgn
-            if nx and (old < 0 or old > base - nx):
+            if nx and (old < 0 or old > size - nx):
                 st[23] = nx
                 r = -4
                 break
@@ -214,17 +233,6 @@ def work(out: ptr8, raw: ptr8, st: ptr32) -> int:
             y = ny
             z = (v >> 1) ^ (0 - (v & 1))
             pos = p
-    if r == 1:
-        # Decoded bytes ran out: the unread tail (part of an op or an entry) goes to end at
-        # raw[16] (deltastream._TAIL), where the caller decodes more.
-        j = 16 - (end - pos)  # end >= 16: the tail moves down (or stays)
-        end = j
-        while j < 16:
-            raw[j] = raw[pos]
-            pos += 1
-            j += 1
-        pos = end
-        end = 16
     st[0] = pos
     st[1] = end
     st[2] = zeros

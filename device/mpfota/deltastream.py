@@ -54,9 +54,8 @@ _BASE_SIZE = const(19)  # bytes of the base image
 _I = const(20)  # output position in the sector buffer
 _K = const(21)  # where this call's output ends
 _AVAIL = const(22)  # base bytes are in out[_I:_AVAIL] (the diff not added yet)
-_REQ = const(23)  # _BASE: how many base bytes to read (errors: the op's length)
-_AT = const(24)  # _BASE: the base position to read them from
-ST_LEN = const(25)
+_REQ = const(23)  # refusals: the op's length
+ST_LEN = const(24)
 _DECODER_ROOM = const(2560)  # a decoder's state (uzlib: ~1.3 KB) and a 1 KiB window (w10)
 # raw[:RAW_TAIL] holds the unread tail of the decoded bytes (at most 11: part of an op header or
 # an entry), in front of the bytes decoded next.
@@ -64,12 +63,13 @@ RAW_TAIL = const(16)
 
 # What the interpreter returns.
 _FULL = const(0)  # the output range is full
-_MORE = const(1)  # decode more bytes into raw
-_BASE = const(2)  # read base bytes
+_MORE = const(1)  # (inside) decode more bytes into raw
+_BASE = const(2)  # (inside) read base bytes
 _E_VARINT = const(-1)
 _E_EMPTY = const(-2)
 _E_OP = const(-3)
 _E_SEEK = const(-4)
+_E_END = const(-5)  # more() found no more decoded bytes
 
 # magic, version, wbits, unit_max (largest packed unit), sector_log2 (checkpoint grain),
 # 3 reserved, from_size, from_sha256, to_size, to_sha256, units; then the header CRC-32.
@@ -142,16 +142,15 @@ def pack_unit(packed_len, out_len, old_pos, packed_crc, out_crc):
     return struct.pack(_UNIT, packed_len, out_len, old_pos, packed_crc, out_crc)
 
 
-def _work_py(out, raw, st):
+def _work_py(out, raw, st, base, more):
     # Work through the decoded bytes raw[st[_POS]:st[_END]] of a unit, writing out[st[_I]:
     # st[_K]]: op headers, entries (the run cache at st[_CACHE:]), nonzero diff bytes added to
-    # the base bytes in out, literal bytes copied. Returns _FULL when out is full up to st[_K];
-    # _MORE when the decoded bytes ran out (the unread tail, part of an op header or an entry,
-    # is moved to end at raw[RAW_TAIL]: decode more into raw[RAW_TAIL:], call again); _BASE
-    # when base bytes are needed (read st[_REQ] of them at base position st[_AT] into
-    # out[st[_I]:], call again);
-    # an _E_* code (< 0) for a bad stream. deltarun.work is the viper twin: the two must stay
-    # step for step the same (signed values kept as 32-bit patterns in st, wrapped the same).
+    # the base bytes in out, literal bytes copied. base(pos, i, n) puts the n base bytes at pos
+    # into out[i:i + n]; more() decodes bytes into raw[RAW_TAIL:] and returns how many (the
+    # unread tail, part of an op header or an entry, is moved to end at raw[RAW_TAIL] first).
+    # Returns _FULL once out is full up to st[_K], an _E_* code (< 0) for a bad stream.
+    # deltarun.work is the viper twin: the two must stay step for step the same (signed values
+    # kept as 32-bit patterns in st, wrapped the same).
     pos = st[_POS]
     end = st[_END]
     zeros = st[_ZEROS]
@@ -163,12 +162,31 @@ def _work_py(out, raw, st):
     z = (st[_Z] ^ 0x80000000) - 0x80000000
     old = (st[_OLD] ^ 0x80000000) - 0x80000000
     ops = st[_OPS]
-    base = st[_BASE_SIZE]
+    size = st[_BASE_SIZE]
     i = st[_I]
     k = st[_K]
     avail = st[_AVAIL]
+    at = 0
     r = _FULL
     while i < k:
+        if r:
+            if r == _MORE:
+                # The unread tail goes to raw[RAW_TAIL - len:RAW_TAIL], more bytes after it.
+                j = RAW_TAIL - (end - pos)  # end >= RAW_TAIL: the tail moves down (or stays)
+                end = j
+                while j < RAW_TAIL:
+                    raw[j] = raw[pos]
+                    pos += 1
+                    j += 1
+                pos = end
+                n = more()
+                if n <= 0:
+                    r = _E_END
+                    break
+                end = RAW_TAIL + n
+            else:
+                base(at, i, avail - i)  # the base bytes into out[i:avail]
+            r = _FULL
         if i < avail:
             # Base bytes are in out[i:avail]: add the diff the entries describe.
             if zeros:
@@ -192,7 +210,7 @@ def _work_py(out, raw, st):
                     s = end - pos
                     if not s:
                         r = _MORE
-                        break
+                        continue
                 for j in range(s):
                     out[i + j] = (out[i + j] + raw[pos + j]) & 0xFF
                 pos += s
@@ -221,7 +239,7 @@ def _work_py(out, raw, st):
                     break
                 if not complete:
                     r = _MORE
-                    break
+                    continue
                 code = v & 7
                 n = code
                 hit = -1
@@ -247,10 +265,10 @@ def _work_py(out, raw, st):
                         break
                     if not complete:
                         r = _MORE
-                        break
+                        continue
                 if hit < 0 and 0 < n <= 4 and end - p < n:
                     r = _MORE
-                    break
+                    continue
                 zeros = v >> 3
                 nonzero = n
                 if not zeros and not nonzero:
@@ -275,17 +293,16 @@ def _work_py(out, raw, st):
                     short = 1
                 pos = p
         elif x:
-            # The op's next base bytes: the caller reads them into out[i:i + s].
+            # The op's next base bytes, read into out[i:i + s] at the top of the loop.
             s = k - i
             if x < s:
                 s = x
-            st[_REQ] = s
-            st[_AT] = old
+            at = old
             old += s
             x -= s
             avail = i + s
             r = _BASE
-            break
+            continue
         elif y:
             s = k - i
             if y < s:
@@ -294,7 +311,7 @@ def _work_py(out, raw, st):
                 s = end - pos
                 if not s:
                     r = _MORE
-                    break
+                    continue
             out[i:i + s] = raw[pos:pos + s]
             pos += s
             i += s
@@ -326,7 +343,7 @@ def _work_py(out, raw, st):
                 break
             if got < 3:
                 r = _MORE
-                break
+                continue
             t = nx + ny
             if not t or t > ops:
                 st[_REQ] = t
@@ -334,7 +351,7 @@ def _work_py(out, raw, st):
                 break
             # The seek of the op before takes effect now (32 bits, as in viper).
             old = ((old + z) & 0xFFFFFFFF ^ 0x80000000) - 0x80000000
-            if nx and (old < 0 or old > base - nx):
+            if nx and (old < 0 or old > size - nx):
                 st[_REQ] = nx
                 r = _E_SEEK
                 break
@@ -343,16 +360,6 @@ def _work_py(out, raw, st):
             y = ny
             z = (v >> 1) ^ -(v & 1)
             pos = p
-    if r == _MORE:
-        # The unread tail (part of an op header or an entry) goes to raw[RAW_TAIL - len:RAW_TAIL].
-        j = RAW_TAIL - (end - pos)  # end >= RAW_TAIL: the tail moves down (or stays)
-        end = j
-        while j < RAW_TAIL:
-            raw[j] = raw[pos]
-            pos += 1
-            j += 1
-        pos = end
-        end = RAW_TAIL
     st[_POS] = pos
     st[_END] = end
     st[_ZEROS] = zeros
@@ -424,6 +431,9 @@ class Applier:
         self.sink = sink
         self.read_old = read_old
         self.decoder = decoder
+        self.cb_base = self._base  # bound once: the interpreter calls them for every op
+        self.cb_more = self._more
+        self.out = None  # the sector buffer space step() fills
         self.h = None
         self.dec = None
         self.fill = 0
@@ -557,24 +567,14 @@ class Applier:
             k = self.left
             mv = mv[:k]
         st = self.st
-        raw = self.raw
-        read_old = self.read_old
-        run = work
         st[_I] = 0
         st[_K] = k
         st[_AVAIL] = 0
+        self.out = mv
         try:
-            while True:
-                r = run(mv, raw, st)
-                if r == _BASE:  # most returns: one per op (and per sector an op crosses)
-                    i = st[_I]
-                    read_old(st[_AT], mv[i:i + st[_REQ]])
-                elif r == _MORE:
-                    self._refill()
-                elif r:
-                    self._refuse(r)
-                else:
-                    break
+            r = work(mv, self.raw, st, self.cb_base, self.cb_more)
+            if r:
+                self._refuse(r)
             self.ocrc = _crc32(mv, self.ocrc)
             self.sink.advance(k)
             self.out_at += k
@@ -585,12 +585,13 @@ class Applier:
             raise PatchError("unit %d: corrupt stream data (%r)" % (self.unit, e))
         return self.phase == _APPLY
 
-    def _refill(self):
-        # Decode more after the tail _work_py kept in front of raw[RAW_TAIL].
-        n = self.dec.readinto(self.fresh)
-        if not n:
-            raise PatchError("unit %d: ops stream ended early (truncated)" % self.unit)
-        self.st[_END] = RAW_TAIL + n
+    def _base(self, pos, i, n):
+        # The interpreter's call for base bytes: n of them from pos into out[i:i + n].
+        self.read_old(pos, self.out[i:i + n])
+
+    def _more(self):
+        # The interpreter's call for decoded bytes, after the tail it kept.
+        return self.dec.readinto(self.fresh)
 
     def _refuse(self, r):
         st = self.st
@@ -600,6 +601,8 @@ class Applier:
         if r == _E_EMPTY:
             raise PatchError("unit %d: bad varint or empty run (a diff entry covering nothing)"
                              % self.unit)
+        if r == _E_END:
+            raise PatchError("unit %d: ops stream ended early (truncated)" % self.unit)
         if r == _E_OP:
             raise PatchError("unit %d: op of %d bytes, the unit has %d left"
                              % (self.unit, st[_REQ], st[_OPS]))

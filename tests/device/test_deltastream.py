@@ -467,9 +467,9 @@ _BASE = bytes((0xF0 + 7 * i) & 0xFF for i in range(len(_DIFF) + 10))
 
 
 def _interpret(kernel, stream, out_len, step, feed, base=_BASE):
-    # Run the interpreter over `stream` in output slices of `step` bytes, raw refilled `feed`
-    # bytes at a time (ops, entries and short runs cut at every place). Returns the output, or
-    # the error code.
+    # Run the interpreter over `stream` in output slices of `step` bytes, more() giving `feed`
+    # decoded bytes at a time (ops, entries and short runs cut at every place). Returns the
+    # output, or the error code.
     import array
 
     from mpfota import deltastream as ds
@@ -479,32 +479,31 @@ def _interpret(kernel, stream, out_len, step, feed, base=_BASE):
     st[18] = out_len  # _OPS
     st[19] = len(base)  # _BASE_SIZE
     raw = bytearray(ds.RAW_TAIL + 32)
-    fed = 0
+    fed = [0]
+    view = [None]
+
+    def read(pos, i, n):
+        view[0][i:i + n] = base[pos:pos + n]
+
+    def more():
+        # the kept tail ends at raw[RAW_TAIL]: the next bytes go after it
+        chunk = stream[fed[0]:fed[0] + feed]
+        raw[ds.RAW_TAIL:ds.RAW_TAIL + len(chunk)] = chunk
+        fed[0] += len(chunk)
+        return len(chunk)
+
     at = 0
     while at < out_len:
         k = min(step, out_len - at)
-        mv = memoryview(out)[at:at + k]
+        view[0] = memoryview(out)[at:at + k]
         st[20] = 0  # _I
         st[21] = k  # _K
         st[22] = 0  # _AVAIL
-        while True:
-            r = kernel(mv, raw, st)
-            if r == 2:  # base bytes: st[23] of them from st[24]
-                i = st[20]
-                mv[i:i + st[23]] = base[st[24]:st[24] + st[23]]
-            elif r == 1:  # the tail ends at raw[RAW_TAIL]: decode more after it
-                more = stream[fed:fed + feed]
-                if not more:
-                    return "ran out"
-                raw[st[1]:st[1] + len(more)] = more
-                st[1] += len(more)
-                fed += len(more)
-            elif r:
-                return r
-            else:
-                break
+        r = kernel(view[0], raw, st, read, more)
+        if r:
+            return r
         at += k
-    assert st[0] == st[1] and fed == len(stream) and not st[2] and not st[3] and not st[18]
+    assert st[0] == st[1] and fed[0] == len(stream) and not st[2] and not st[3] and not st[18]
     return bytes(out)
 
 
@@ -522,8 +521,9 @@ def test_interpreter_viper_and_python():
 def test_interpreter_refusals_viper_and_python():
     # Each bad stream gives the same error code from both: a varint of more than 4 bytes (op
     # header, entry), an entry covering nothing (a cached run never set), an op longer than the
-    # unit or of no bytes, a base range outside the base; and a position taken below 0 by ops
-    # without base bytes and brought back is read from where Python's integers say.
+    # unit or of no bytes, a base range outside the base, a stream that ends inside an op; and
+    # a position taken below 0 by ops without base bytes and brought back is read from where
+    # Python's integers say.
     from mpfota import deltastream as ds
 
     cases = (
@@ -533,6 +533,7 @@ def test_interpreter_refusals_viper_and_python():
         (b"\x09\x00\x00", 8, -3),
         (b"\x00\x00\x00", 8, -3),
         (b"\x04\x00" + _varint(2 * (len(_BASE) - 3)) + b"\x20\x00" + b"\x04\x00\x00", 8, -4),
+        (b"\x04\x00\x00\x20\x00\x04\x00", 8, -5),
         (b"\x00\x01" + _varint(2 * 5 - 1) + b"L" + b"\x00\x01" + _varint(2 * 6) + b"M"
          + b"\x03\x00\x00" + b"\x18\x00", 5, b"LM" + _BASE[1:4]),
     )
