@@ -13,7 +13,6 @@
 #
 # The patch bytes are read straight into the free part of the door's sector buffer and copied
 # from there into the Applier's unit buffer (no network buffer of its own), a unit at a time.
-import gc
 from time import ticks_diff, ticks_ms
 
 from micropython import const
@@ -62,7 +61,6 @@ class _Sink:
 
             self.header = binascii.hexlify(self.ap.header).decode()
         self.slot.checkpoint(self.key, [patch_at, unit, self.header, self.validator])
-        gc.collect()
 
 
 def _decoder(src, wbits):

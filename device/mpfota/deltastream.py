@@ -421,8 +421,9 @@ class Applier:
         self.src = _unit_source(unit_max) if unit_max else None
         self.src_size = unit_max
         # Room for the first decoder (its state and window: about 2.4 KB at w10), taken now
-        # and given back just before that decoder is made: later the heap may only have small
-        # holes left, and a decoder's blocks must each be in one piece.
+        # and dropped just before that decoder is made: later the heap may only have small
+        # holes left, and a decoder's blocks must each be in one piece. When the decoder finds
+        # no such hole the collection its allocation starts frees the room for it.
         self.room = bytearray(_DECODER_ROOM) if unit_max else None
         self.raw = bytearray(RAW_TAIL + RAW_BUF)
         self.fresh = memoryview(self.raw)[RAW_TAIL:]  # where decoded bytes go (made once)
@@ -539,11 +540,7 @@ class Applier:
         if self.pcrc != self.pcrc_want:
             raise PatchError("unit %d: CRC mismatch (corrupt patch)" % self.unit)
         self.src.seek(0)
-        if self.room is not None:
-            import gc
-
-            self.room = None
-            gc.collect()  # the room is one hole now, for the decoder's blocks
+        self.room = None
         self.dec = self.decoder(self.src, self.h.wbits)
         st = self.st
         for i in range(ST_LEN):
