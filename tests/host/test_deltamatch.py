@@ -110,9 +110,12 @@ def samples():
 def test_deflate_optimal_round_trips_within_its_window(name, wbits):
     data = samples()[name]
     packed = deltastream.deflate_optimal(data, wbits)
-    # zlib refuses a distance beyond the window ("invalid distance too far back").
     d = zlib.decompressobj(-wbits)
     assert d.decompress(packed) == data and d.eof and not d.unused_data
+    # The parse takes its matches from these only (zlib would not refuse a distance past the
+    # window while the bytes are still in its output buffer, so this is checked here).
+    found = deltastream._find_matches(data, 1 << wbits)
+    assert all(0 < dist <= 1 << wbits and 3 <= n <= 258 for c in found for n, dist in c)
 
 
 def test_deflate_optimal_beats_zlib_on_op_streams():
