@@ -190,6 +190,40 @@ async def test_power_cut_resumes_from_the_last_checkpoint(delta_stream, delta_st
     assert [_range(r) for r in seen] == [None, "bytes=%d-" % patch_at]
 
 
+async def test_resume_records_wait_for_the_time_gate(delta_stream, delta_stream_board):
+    # With the time gate (fetch's default) a record needs CHECKPOINT_MS since the last one as
+    # well as the byte interval: a fast apply writes none (each is a journal write), a slow
+    # one does.
+    vb.boot()
+    import time
+
+    from mpfota import deltafetch, deltastream, http, journal
+    from mpfota.slot import Slot
+
+    slot = Slot()
+    ap = deltafetch.applier(slot, "gate", 4096, deltafetch.CHECKPOINT_MS)
+    records = []
+    waited = [None]
+
+    def progress(done, total):
+        # after each unit; the first one ends on a sector boundary (a resume point), 24 KiB in
+        records.append(journal.get("dl"))
+        if waited[0] is None:
+            waited[0] = len(records)
+            time.sleep_ms(deltafetch.CHECKPOINT_MS + 100)  # a slow link from here on
+
+    resp = await http.request("GET", delta_stream["url"], bytearray(512))
+    try:
+        await deltastream.apply_stream(ap, resp, progress)
+    finally:
+        await resp.aclose()
+    slot.verify(ap.h.to_size)
+    fast, slow = records[:waited[0]], records[waited[0]:]
+    assert fast and all(r is None for r in fast), fast
+    assert any(r is not None and r["key"] == "gate" for r in slow), slow
+    slot.forget()
+
+
 async def test_download_fetch_applies_a_streamed_patch(delta_stream, delta_stream_board):
     # The engine's route (libfota2, update, fota): download.fetch sees the patch's first bytes
     # and hands it to deltafetch; after a power cut the same call resumes the apply.
