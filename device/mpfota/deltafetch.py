@@ -69,21 +69,12 @@ def _decoder(src, wbits):
     return deflate.DeflateIO(src, deflate.RAW, wbits)
 
 
-def _base_reader(part):
-    bs = part.ioctl(5, 0)
-
-    def read_old(pos, mv):
-        part.readblocks(pos // bs, mv, pos % bs)
-
-    return read_old
-
-
 def applier(slot, key=None, every=1 << 30, every_ms=0):
     # An Applier writing into the door `slot`, its base the running slot; resume records under
     # `key` at most every `every` output bytes and every_ms milliseconds (none by default: a
     # package section).
     sink = _Sink(slot, key, every, every_ms)
-    sink.ap = Applier(sink, _base_reader(slot.running), _decoder, _UNIT_MAX)
+    sink.ap = Applier(sink, slot.running, _decoder, _UNIT_MAX)
     return sink.ap
 
 

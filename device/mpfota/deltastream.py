@@ -409,9 +409,10 @@ class Applier:
     way the slot door does: space() is the free part of its sector buffer, advance(n) takes n
     bytes written there (a full sector goes to flash); checkpoint(state) comes after a unit
     ending on a sector boundary, where state = (patch offset, output offset, next unit) is
-    what resume() needs to carry on from there. read_old(pos, mv) fills mv with base bytes;
-    decoder(src, wbits) reads the raw DEFLATE data in src (deflate.DeflateIO on the board).
-    Anything wrong raises PatchError."""
+    what resume() needs to carry on from there. read_old(pos, mv) fills mv with base bytes
+    (or read_old is the base's partition: readblocks(block, buf, offset), ioctl(5, 0) its block
+    size); decoder(src, wbits) reads the raw DEFLATE data in src (deflate.DeflateIO on the
+    board). Anything wrong raises PatchError."""
 
     def __init__(self, sink, read_old, decoder, unit_max=0):
         # unit_max: allocate the unit buffer now, while the heap is still in one piece (the
@@ -430,9 +431,8 @@ class Applier:
         self.st = array.array("I", [0] * ST_LEN)  # the interpreter's state (_work_py)
         self.head = bytearray(HEADER_SIZE)  # the patch header, then each unit header
         self.sink = sink
-        self.read_old = read_old
         self.decoder = decoder
-        self.cb_base = self._base  # bound once: the interpreter calls them for every op
+        self.cb_base = self._base_call(read_old)  # the interpreter calls it for every op
         self.cb_more = self._more
         self.out = None  # the sector buffer space step() fills
         self.h = None
@@ -582,9 +582,19 @@ class Applier:
             raise PatchError("unit %d: corrupt stream data (%r)" % (self.unit, e))
         return self.phase == _APPLY
 
-    def _base(self, pos, i, n):
-        # The interpreter's call for base bytes: n of them from pos into out[i:i + n].
-        self.read_old(pos, self.out[i:i + n])
+    def _base_call(self, read_old):
+        # The interpreter's call for base bytes: n of them from pos into out[i:i + n]. A
+        # partition is read with readblocks() straight (one call less per op).
+        rb = getattr(read_old, "readblocks", None)
+        if rb is not None:
+            bs = read_old.ioctl(5, 0)  # block size
+
+            def base(pos, i, n):
+                rb(pos // bs, self.out[i:i + n], pos % bs)
+        else:
+            def base(pos, i, n):
+                read_old(pos, self.out[i:i + n])
+        return base
 
     def _more(self):
         # The interpreter's call for decoded bytes, after the tail it kept.
