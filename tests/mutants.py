@@ -212,7 +212,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "delta-base-stream", "a streamed delta unit's output CRC (a wrong base shows there)",
         "device/mpfota/deltastream.py",
-        "        if self.ocrc != self.ocrc_want:\n",
+        "        if st[_OCRC] != want:\n",
         "        if False:\n",
         # The host builds its test patches with this same Applier and checks each is refused:
         # with the mutant that check fails first, so these tests error in their fixture.

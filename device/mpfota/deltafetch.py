@@ -41,7 +41,7 @@ class _Sink:
         self.advance = slot.advance
         self.key = key
         self.ap = None  # the Applier, for its patch header
-        self.header = None  # hex of the patch header, kept with every checkpoint
+        self.header = None  # hex of the patch header when resumed (kept with every record)
         self.validator = None
         self.saved = 0
 
@@ -56,11 +56,14 @@ class _Sink:
                             % (out_at, self.slot.flushed))
         self.saved = out_at
         self.saved_ms = ticks_ms()
-        if self.header is None:
+        header = self.header
+        if header is None:
+            # Made anew for every record: kept, made in the middle of the apply, it would be
+            # an island in the hole the next unit's decoder needs.
             import binascii
 
-            self.header = binascii.hexlify(self.ap.header).decode()
-        self.slot.checkpoint(self.key, [patch_at, unit, self.header, self.validator])
+            header = binascii.hexlify(self.ap.header).decode()
+        self.slot.checkpoint(self.key, [patch_at, unit, header, self.validator])
 
 
 def _decoder(src, wbits):

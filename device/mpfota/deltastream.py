@@ -55,8 +55,15 @@ _I = const(20)  # output position in the sector buffer
 _K = const(21)  # where this call's output ends
 _AVAIL = const(22)  # base bytes are in out[_I:_AVAIL] (the diff not added yet)
 _REQ = const(23)  # refusals: the op's length
-ST_LEN = const(24)
+# ... and the Applier's own numbers after them:
+_FILL = const(24)  # bytes of the current header, unit header or unit taken so far
+_LEFT = const(25)  # output bytes of the unit not written yet
+_PCRC = const(26)  # CRC-32 of the unit's packed bytes so far
+_OCRC = const(27)  # CRC-32 of its output so far
+_SRC = const(28)  # size of the unit buffer
+ST_LEN = const(29)
 _DECODER_ROOM = const(2560)  # a decoder's state (uzlib: ~1.3 KB) and a 1 KiB window (w10)
+_LOW_HEAP = const(16384)  # with less free heap a decoder is made after a collection
 # raw[:RAW_TAIL] holds the unread tail of the decoded bytes (at most 11: part of an op header or
 # an entry), in front of the bytes decoded next.
 RAW_TAIL = const(16)
@@ -377,6 +384,15 @@ def _work_py(out, raw, st, base, more):
 
 
 try:
+    from gc import collect as _collect, mem_free as _mem_free
+except ImportError:  # a port without the gc module collects when its heap runs out
+    def _collect():
+        pass
+
+    def _mem_free():
+        return 1 << 30
+
+try:
     from mpfota.deltarun import work
 except (ImportError, SyntaxError):  # CPython; a port without viper fails to compile it
     work = _work_py
@@ -416,33 +432,33 @@ class Applier:
 
     def __init__(self, sink, read_old, decoder, unit_max=0):
         # unit_max: allocate the unit buffer now, while the heap is still in one piece (the
-        # patch header may ask for a bigger one later).
+        # patch header may ask for a bigger one later). The numbers live in st and the unit
+        # header in head: an instance of more than 17 attributes has a dict the heap's small
+        # holes cannot hold (12 more cost 4 KiB of heap).
         import array
 
         self.src = _unit_source(unit_max) if unit_max else None
-        self.src_size = unit_max
         # Room for the first decoder (its state and window: about 2.4 KB at w10), taken now
         # and dropped just before that decoder is made: later the heap may only have small
         # holes left, and a decoder's blocks must each be in one piece. When the decoder finds
         # no such hole the collection its allocation starts frees the room for it.
         self.room = bytearray(_DECODER_ROOM) if unit_max else None
         self.raw = bytearray(RAW_TAIL + RAW_BUF)
-        self.fresh = memoryview(self.raw)[RAW_TAIL:]  # where decoded bytes go (made once)
-        self.st = array.array("I", [0] * ST_LEN)  # the interpreter's state (_work_py)
+        self.st = array.array("I", [0] * ST_LEN)  # the interpreter's state, then _FILL.._SRC
+        self.st[_SRC] = unit_max
         self.head = bytearray(HEADER_SIZE)  # the patch header, then each unit header
         self.sink = sink
         self.decoder = decoder
-        self.cb_base = self._base_call(read_old)  # the interpreter calls it for every op
-        self.cb_more = self._more
-        self.out = None  # the sector buffer space step() fills
-        self.h = None
         self.dec = None
-        self.fill = 0
+        self.out = None  # the sector buffer space step() fills
+        self.cb_base = self._base_call(read_old)  # the interpreter's calls: for every op,
+        self.cb_more = self._more_call()  # for every RAW_BUF decoded bytes
+        self.h = None
+        self.header = None  # the patch header, for resume records (head is reused)
         self.phase = _HEADER
         self.patch_at = 0  # patch bytes used
         self.out_at = 0  # output bytes written to the sink
         self.unit = 0  # units applied
-        self.left = 0  # output bytes of the unit not written yet
 
     def resume(self, header, state):
         # Carry on from a checkpoint: header = the patch's first HEADER_SIZE bytes, state as
@@ -458,13 +474,14 @@ class Applier:
             raise PatchError("unsupported layout (images of %d and %d bytes)"
                              % (h.from_size, h.to_size))
         self.h = h
-        self.header = bytes(header[:HEADER_SIZE])  # for resume records (self.head is reused)
-        if h.unit_max > self.src_size:
+        self.header = bytes(header[:HEADER_SIZE])
+        st = self.st
+        if h.unit_max > st[_SRC]:
             self.src = None
             self.src = _unit_source(h.unit_max)
-            self.src_size = h.unit_max
+            st[_SRC] = h.unit_max
         self.phase = _UNIT_HEAD
-        self.fill = 0
+        st[_FILL] = 0
 
     # --- taking patch bytes ----------------------------------------------------------------
 
@@ -472,40 +489,44 @@ class Applier:
         # How many patch bytes feed() takes before it stops (0 while a unit is being applied;
         # 1 after the last unit: any byte more is refused).
         phase = self.phase
+        fill = self.st[_FILL]
         if phase == _HEADER:
-            return HEADER_SIZE - self.fill
+            return HEADER_SIZE - fill
         if phase == _UNIT_HEAD:
-            return UNIT_SIZE - self.fill
+            return UNIT_SIZE - fill
         if phase == _UNIT_BODY:
-            return self.packed - self.fill
+            return struct.unpack_from("<H", self.head, 0)[0] - fill
         return 1 if phase == _DONE else 0
 
     def feed(self, mv, n=None):
         # Take patch bytes from mv (its first n when given); returns how many were used.
         if n is None:
             n = len(mv)
+        st = self.st
         used = 0
         while used < n:
             phase = self.phase
+            fill = st[_FILL]
             if phase == _HEADER or phase == _UNIT_HEAD:
                 want = HEADER_SIZE if phase == _HEADER else UNIT_SIZE
-                k = min(want - self.fill, n - used)
-                self.head[self.fill:self.fill + k] = mv[used:used + k]
-                self.fill += k
+                k = min(want - fill, n - used)
+                self.head[fill:fill + k] = mv[used:used + k]
+                st[_FILL] = fill + k
                 used += k
-                if self.fill == want:
+                if fill + k == want:
                     if phase == _HEADER:
                         self._start(self.head)
                     else:
                         self._open_unit()
             elif phase == _UNIT_BODY:
-                k = min(self.packed - self.fill, n - used)
+                packed = struct.unpack_from("<H", self.head, 0)[0]
+                k = min(packed - fill, n - used)
                 part = mv[used:used + k] if used or k < len(mv) else mv
                 self.src.write(part)
-                self.pcrc = _crc32(part, self.pcrc)
-                self.fill += k
+                st[_PCRC] = _crc32(part, st[_PCRC])
+                st[_FILL] = fill + k
                 used += k
-                if self.fill == self.packed:
+                if fill + k == packed:
                     self._begin_apply()
                     break
             elif phase == _DONE:
@@ -522,34 +543,47 @@ class Applier:
                              % (self.patch_at, self.unit + 1, self.h.units if self.h else 0))
 
     def _open_unit(self):
+        # The unit header is in head (kept there until the unit is applied).
         h = self.h
-        (self.packed, self.left, old, self.pcrc_want,
-         self.ocrc_want) = struct.unpack_from(_UNIT, self.head, 0)
-        if not 0 < self.packed <= h.unit_max or not self.left:
+        packed, left = struct.unpack_from("<HI", self.head, 0)
+        if not 0 < packed <= h.unit_max or not left:
             raise PatchError("unit %d: bad unit header (%d packed bytes, %d out)"
-                             % (self.unit, self.packed, self.left))
-        if self.left > h.to_size - self.out_at:
+                             % (self.unit, packed, left))
+        if left > h.to_size - self.out_at:
             raise PatchError("output longer than announced (%d bytes)" % h.to_size)
-        self.old = old
+        st = self.st
+        st[_LEFT] = left
+        st[_PCRC] = 0
+        st[_FILL] = 0
         self.src.seek(0)
-        self.pcrc = 0
-        self.fill = 0
         self.phase = _UNIT_BODY
 
     def _begin_apply(self):
-        if self.pcrc != self.pcrc_want:
-            raise PatchError("unit %d: CRC mismatch (corrupt patch)" % self.unit)
-        self.src.seek(0)
-        self.room = None
-        self.dec = self.decoder(self.src, self.h.wbits)
         st = self.st
-        for i in range(ST_LEN):
+        _, left, old, want = struct.unpack_from("<HIiI", self.head, 0)
+        if st[_PCRC] != want:
+            raise PatchError("unit %d: CRC mismatch (corrupt patch)" % self.unit)
+        for i in range(_FILL):
             st[i] = 0
-        st[_OLD] = self.old & 0xFFFFFFFF
-        st[_OPS] = self.left
+        st[_OLD] = old & 0xFFFFFFFF
+        st[_OPS] = left
         st[_BASE_SIZE] = self.h.from_size
-        self.ocrc = 0
-        self.fill = 0
+        st[_OCRC] = 0
+        self.src.seek(0)
+        # The new decoder's state and window (2.4 KB at w10, each block in one piece) take the
+        # hole the last one leaves (or the room, for the first): its object is made while the
+        # last one is still held, nothing else is made in between, and with little heap left
+        # the hole is freed first (else the collection the allocation starts frees it).
+        self.dec = self.decoder(self.src, self.h.wbits)
+        self.room = None
+        if _mem_free() < _LOW_HEAP:
+            _collect()
+        try:
+            n = self.cb_more()  # the first decoded bytes: the decoder's blocks are made here
+        except (OSError, EOFError) as e:
+            raise PatchError("unit %d: corrupt stream data (%r)" % (self.unit, e))
+        st[_POS] = st[_END] = RAW_TAIL
+        st[_END] += n
         self.phase = _APPLY
 
     # --- applying --------------------------------------------------------------------------
@@ -559,11 +593,12 @@ class Applier:
         if self.phase != _APPLY:
             return False
         mv = self.sink.space()
-        k = len(mv)
-        if k > self.left:
-            k = self.left
-            mv = mv[:k]
         st = self.st
+        left = st[_LEFT]
+        k = len(mv)
+        if k > left:
+            k = left
+            mv = mv[:k]
         st[_I] = 0
         st[_K] = k
         st[_AVAIL] = 0
@@ -572,11 +607,11 @@ class Applier:
             r = work(mv, self.raw, st, self.cb_base, self.cb_more)
             if r:
                 self._refuse(r)
-            self.ocrc = _crc32(mv, self.ocrc)
+            st[_OCRC] = _crc32(mv, st[_OCRC])
             self.sink.advance(k)
             self.out_at += k
-            self.left -= k
-            if not self.left:
+            st[_LEFT] = left - k
+            if left == k:
                 self._end_unit()
         except (OSError, EOFError) as e:
             raise PatchError("unit %d: corrupt stream data (%r)" % (self.unit, e))
@@ -596,9 +631,14 @@ class Applier:
                 read_old(pos, self.out[i:i + n])
         return base
 
-    def _more(self):
-        # The interpreter's call for decoded bytes, after the tail it kept.
-        return self.dec.readinto(self.fresh)
+    def _more_call(self):
+        # The interpreter's call for decoded bytes, after the tail it kept in raw.
+        fresh = memoryview(self.raw)[RAW_TAIL:]  # made once: no view per call
+
+        def more():
+            return self.dec.readinto(fresh)
+
+        return more
 
     def _refuse(self, r):
         st = self.st
@@ -621,14 +661,14 @@ class Applier:
         st = self.st
         if st[_ZEROS] or st[_NONZERO]:
             raise PatchError("unit %d: runs stream goes past the end of the unit" % self.unit)
-        if st[_POS] != st[_END] or self.dec.readinto(self.fresh):
+        if st[_POS] != st[_END] or self.cb_more():
             raise PatchError("unit %d: longer than announced (data after its last op)"
                              % self.unit)
-        if self.ocrc != self.ocrc_want:
+        (want,) = struct.unpack_from("<I", self.head, 14)  # the unit's output CRC
+        if st[_OCRC] != want:
             raise PatchError("unit %d: output CRC mismatch: made for another base image (the "
                              "running image is not this patch's base)" % self.unit)
-        self.dec = None
-        self.unit += 1
+        self.unit += 1  # self.dec is held until the next unit's decoder is made
         h = self.h
         if self.out_at == h.to_size:
             if self.unit != h.units:
@@ -639,7 +679,7 @@ class Applier:
             raise PatchError("output shorter than announced: %d of %d bytes"
                              % (self.out_at, h.to_size))
         self.phase = _UNIT_HEAD
-        self.fill = 0
+        st[_FILL] = 0
         if self.out_at % h.sector == 0:
             self.sink.checkpoint((self.patch_at, self.out_at, self.unit))
 
