@@ -63,7 +63,6 @@ _OCRC = const(27)  # CRC-32 of its output so far
 _SRC = const(28)  # size of the unit buffer
 ST_LEN = const(29)
 _DECODER_ROOM = const(2560)  # a decoder's state (uzlib: ~1.3 KB) and a 1 KiB window (w10)
-_LOW_HEAP = const(16384)  # with less free heap a decoder is made after a collection
 # raw[:RAW_TAIL] holds the unread tail of the decoded bytes (at most 11: part of an op header or
 # an entry), in front of the bytes decoded next.
 RAW_TAIL = const(16)
@@ -384,15 +383,6 @@ def _work_py(out, raw, st, base, more):
 
 
 try:
-    from gc import collect as _collect, mem_free as _mem_free
-except ImportError:  # a port without the gc module collects when its heap runs out
-    def _collect():
-        pass
-
-    def _mem_free():
-        return 1 << 30
-
-try:
     from mpfota.deltarun import work
 except (ImportError, SyntaxError):  # CPython; a port without viper fails to compile it
     work = _work_py
@@ -572,12 +562,10 @@ class Applier:
         self.src.seek(0)
         # The new decoder's state and window (2.4 KB at w10, each block in one piece) take the
         # hole the last one leaves (or the room, for the first): its object is made while the
-        # last one is still held, nothing else is made in between, and with little heap left
-        # the hole is freed first (else the collection the allocation starts frees it).
+        # last one is still held and nothing else is made before its blocks (when the heap is
+        # short, the collection that allocation starts frees the hole just for them).
         self.dec = self.decoder(self.src, self.h.wbits)
         self.room = None
-        if _mem_free() < _LOW_HEAP:
-            _collect()
         try:
             n = self.cb_more()  # the first decoded bytes: the decoder's blocks are made here
         except (OSError, EOFError) as e:
