@@ -18,21 +18,6 @@ def _globals(g=G):
     lsys.PROJECT, lsys.VERSION, lsys.PRODUCT_KEY = g["PROJECT"], g["VERSION"], g["PRODUCT_KEY"]
 
 
-def _capture():
-    # Log lines through mpfota.log as (mark, tag, args), still printed.
-    from mpfota import log
-
-    lines = []
-    emit = log._emit
-
-    def rec(mark, tag, args):
-        lines.append((mark, tag, args))
-        emit(mark, tag, args)
-
-    log._emit = rec
-    return lines
-
-
 def _logged(lines, text):
     for _mark, tag, args in lines:
         if text in tag or any(text in str(a) for a in args):
@@ -140,7 +125,7 @@ def test_no_device_id_is_result_5_not_nil(anonymous_board):
     import libfota2
 
     _globals()
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     got = []
     libfota2.request(got.append, {"url": "http://127.0.0.1:9/x?"})
     assert got == [5]  # synchronously
@@ -155,7 +140,7 @@ def test_missing_product_key_is_5_synchronously(vboard):
     import libfota2
 
     _globals({"PROJECT": "P", "VERSION": "1.0.0", "PRODUCT_KEY": None})
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     got = []
     opts = {}
     assert libfota2.request(got.append, opts) is None
@@ -172,7 +157,7 @@ def test_bad_version_is_5_and_logged(vboard):
     import libfota2
 
     _globals({"PROJECT": "P", "VERSION": "1.2", "PRODUCT_KEY": "k"})
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     got = []
     libfota2.request(got.append, {"url": "http://127.0.0.1:9/u?"})
     assert got == [5]
@@ -287,7 +272,7 @@ async def test_iot_platform_diagnostics_are_logged(vboard, luatos_server):
     vb.boot()
     import libfota2
 
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     b = "###" + luatos_server["base"]
     # The IoT-platform diagnostics apply when the URL names iot.openluat.com.
     opts = {"url": b + "/status/404?via=iot.openluat.com"}
@@ -403,7 +388,7 @@ async def test_callback_error_on_asyncio_alone_is_logged(vboard, luatos_server):
 
     import libfota2
 
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     calls = []
 
     def cb(ret):

@@ -4,24 +4,11 @@
 import time
 
 import lsys as sys
-from mpfota import log
+import vb
 
 sys.NET_WATCH = False  # the network watcher has its own tests (test_lnet.py)
 
 TIMEOUT = 60
-
-
-def _capture():
-    # Log lines emitted through mpfota.log, as (mark, tag, args); they are still printed.
-    lines = []
-    emit = log._emit
-
-    def rec(mark, tag, args):
-        lines.append((mark, tag, args))
-        emit(mark, tag, args)
-
-    log._emit = rec
-    return lines
 
 
 def _elapsed(t0):
@@ -36,7 +23,7 @@ def test_globals_and_log_are_the_luatos_ones():
 
     assert lsys.PROJECT == "FOTA2_DEMO" and lsys.VERSION == "001.000.000"
     assert sys.log is log
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     sys.log.info("tag", "a", 1)
     sys.log.warn("w")
     assert lines == [("I", "tag", ("a", 1)), ("W", "w", ())]
@@ -316,7 +303,7 @@ def test_loop_timer_repeats_until_stopped_from_its_callback():
 
 
 def test_timers_that_cannot_start_return_none():
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     assert sys.timerStart(print, 0) is None  # LuatOS: rtos.timer_start refuses < 1 ms
     assert sys.timerLoopStart(print, -5) is None
     sys.MAX_TIMERS = 4
@@ -363,7 +350,7 @@ def test_run_returns_at_once_when_idle_and_on_stop():
 
 
 def test_task_error_is_logged_and_ends_run_500_ms_later():
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     ticks = []
 
     async def bad():
@@ -386,7 +373,7 @@ def test_task_error_is_logged_and_ends_run_500_ms_later():
 
 
 def test_task_error_without_roll_back_or_restart_is_only_logged():
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
     sys.COROUTINE_ERROR_ROLL_BACK = False
     sys.COROUTINE_ERROR_RESTART = False
     done = []
@@ -421,7 +408,7 @@ def test_task_error_with_restart_resets_the_board(vboard):
 
 
 def test_an_error_in_a_callback_ends_run_at_once():
-    lines = _capture()
+    lines = vb.capture_log(raw=True)
 
     def bad(*a):
         raise OSError(5)

@@ -34,15 +34,17 @@ def md5hex(data):
     return binascii.hexlify(hashlib.md5(data).digest()).decode()
 
 
-def capture_log():
-    # The lines logged through mpfota.log from now on, as text ("I/fota a b"); still printed.
+def capture_log(raw=False):
+    # The lines logged through mpfota.log from now on, as text ("I/fota a b"), or with `raw`
+    # as (mark, tag, args) tuples; they are still printed.
     from mpfota import log
 
     lines = []
     emit = log._emit
 
     def rec(mark, tag, args):
-        lines.append(" ".join([mark + "/" + tag] + [str(a) for a in args]))
+        lines.append((mark, tag, args) if raw else
+                     " ".join([mark + "/" + tag] + [str(a) for a in args]))
         emit(mark, tag, args)
 
     log._emit = rec
