@@ -5,6 +5,7 @@ import time
 
 import lsys as sys
 import vb
+from mpfota import log
 
 sys.NET_WATCH = False  # the network watcher has its own tests (test_lnet.py)
 
