@@ -127,9 +127,7 @@ async def test_dropped_connection_resumes_inside_the_core(vboard, package_kit):
     assert board.core_version() == "2.0.0"
 
 
-async def test_a_core_delta_package_rebuilds_the_core(vboard, package_kit):
-    # core-delta + scripts: the patch is stored, checked against the running slot, applied into
-    # the spare slot and verified; at the next boot the new core and the new scripts run.
+async def _core_delta_rebuilds_the_core(package_kit, kind, streamed):
     vb.boot()
     import os
 
@@ -137,40 +135,30 @@ async def test_a_core_delta_package_rebuilds_the_core(vboard, package_kit):
     from mpfota import confirm, delta, scripts
     from mpfota.download import fetch
 
-    r = await fetch(_url(package_kit, "core-delta"), package=IDENTITY)
+    r = await fetch(_url(package_kit, kind), package=IDENTITY)
     assert r.status == 200 and r.manifest.core.type == "core-delta"
+    assert bool(r.manifest.core.fields.get("streamed")) is streamed
     try:
         os.stat(delta.PATCH_PATH)
-        raise AssertionError("the patch file is removed once applied")
+        raise AssertionError("no patch file is left behind")
     except OSError:
         pass
     assert scripts.staged() is not None
     assert vb.reboot() == 1
     assert board.core_version() == "2.0.0"
     assert confirm.status() == "pending"
+
+
+async def test_a_core_delta_package_rebuilds_the_core(vboard, package_kit):
+    # core-delta + scripts: the patch is stored, checked against the running slot, applied into
+    # the spare slot and verified (then removed); at the next boot the new core and the new
+    # scripts run.
+    await _core_delta_rebuilds_the_core(package_kit, "core-delta", False)
 
 
 async def test_a_streamed_core_delta_package_rebuilds_the_core(vboard, package_kit):
     # The same with a format-2 patch: applied as the section arrives, nothing stored.
-    vb.boot()
-    import os
-
-    import board
-    from mpfota import confirm, delta, scripts
-    from mpfota.download import fetch
-
-    r = await fetch(_url(package_kit, "core-delta-streamed"), package=IDENTITY)
-    assert r.status == 200 and r.manifest.core.type == "core-delta"
-    assert r.manifest.core.fields["streamed"] is True
-    try:
-        os.stat(delta.PATCH_PATH)
-        raise AssertionError("a streamed patch is never stored")
-    except OSError:
-        pass
-    assert scripts.staged() is not None
-    assert vb.reboot() == 1
-    assert board.core_version() == "2.0.0"
-    assert confirm.status() == "pending"
+    await _core_delta_rebuilds_the_core(package_kit, "core-delta-streamed", True)
 
 
 async def test_a_streamed_core_delta_of_the_running_core_installs_the_scripts(vboard,
