@@ -186,12 +186,13 @@ async def _delta(slot, url, version, switch, retries, timeout_ms, progress, chec
                  request):
     # The body is a streamed delta patch (docs/delta.md): mpfota.deltafetch asks for it again
     # and applies it through the same slot (a power-cut resume record of its own kind leads here
-    # too), saving its resume record at most every `checkpoint` output bytes.
+    # too), saving its resume record at most every `checkpoint` output bytes (by default its
+    # own interval and time gate).
     from mpfota import deltafetch
 
     h = await deltafetch.fetch(url, version=version, switch=switch, retries=retries,
                                timeout_ms=timeout_ms, progress=progress, slot=slot,
-                               checkpoint=checkpoint or CHECKPOINT, **request)
+                               checkpoint=checkpoint, **request)
     return Result(200, h.to_size)
 
 
