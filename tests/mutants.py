@@ -168,6 +168,13 @@ MUTANTS: tuple[Mutant, ...] = (
         (DEVICE + "test_resume_changed.py::test_raw_image_changed_between_drop_and_resume",),
     ),
     Mutant(
+        "if-range-retry", "If-Range on a retry before any resume record",
+        "device/mpfota/download.py",
+        "                validator = seen\n",
+        "                validator = None\n",
+        (DEVICE + "test_resume_changed.py::test_raw_image_changed_before_the_first_checkpoint",),
+    ),
+    Mutant(
         "if-range-package", "If-Range on a resume inside a package", "device/mpfota/download.py",
         "                validator = pkg.validator\n",
         "                validator = None\n",

@@ -107,6 +107,7 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
     deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
     offset, validator = slot.resume_point(url)
     pkg = None
+    seen = validator  # the validator of the file being written: a retry names that file
     attempt = 0
     while True:
         remaining = time.ticks_diff(deadline, time.ticks_ms())
@@ -123,6 +124,7 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
                 if pkg is not None:
                     await pkg.feed(resp, 0 if resp.status == 200 else offset)
                     return pkg.size(), pkg
+                seen = resp.etag or resp.last_modified or seen
                 if resp.status == 200 or offset == 0:
                     n = await _sniff(resp, slot, offset)
                     if n >= 5 and bytes(slot.buf[:5]) == _DELTA_MAGIC:
@@ -155,7 +157,7 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
                 validator = pkg.validator
             else:
                 offset = slot.drop_partial()
-                validator = slot.saved_validator(url)
+                validator = seen
             log.warn("fota", "download interrupted (%s): retry %d at %d" % (e, attempt, offset))
 
 

@@ -72,6 +72,35 @@ async def test_raw_image_changed_between_drop_and_resume(vboard, changing_server
     assert board.core_version() == srv["versions"]["image"][1]
 
 
+async def test_raw_image_changed_before_the_first_checkpoint(vboard, changing_server):
+    # The link drops early, before any resume record is due: the retry in the same call still
+    # names the file it continues (If-Range from the first answer), so the changed file is
+    # fetched whole and nothing is mixed.
+    vb.boot()
+    import vpartition
+    from mpfota import download, http, journal
+
+    srv = changing_server
+    old, new = srv["old"]["image"], srv["new"]["image"]
+    url = srv["base"] + old["path"] + "?tag=early"
+    dropped = []
+
+    def drop(done, total):
+        if done >= 3 * 4096 and not dropped:
+            dropped.append(done)
+            raise http.HTTPError(http.ERR_CLOSE, "link dropped (test)")
+
+    r = await download.fetch(url, sha256=new["sha256"], progress=drop)
+    assert dropped and journal.get("dl") is None, "no resume record was due"
+    assert (r.status, r.size) == (200, new["size"]), (r.status, r.size)
+    seen = await _requests(srv["base"], "early")
+    assert len(seen) == 2, seen
+    assert seen[1].get("range") == "bytes=%d-" % (3 * 4096)
+    assert seen[1].get("if-range") == old["etag"], "the retry must name the file it continues"
+    assert _slot_sha256(new["size"]) == new["sha256"], "the slot holds a mix of two files"
+    assert vpartition.boot_record() == (1, "new")
+
+
 async def test_package_changed_between_drop_and_resume(vboard, changing_server):
     vb.boot()
     import board
