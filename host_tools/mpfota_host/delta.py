@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import re
 import sys
 import zlib
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -40,16 +38,9 @@ FULL_IMAGE_SHARE = 0.9  # from this patch/new-image ratio on, `mpfota delta` sug
 _NONZERO = re.compile(rb"[^\x00]+")
 
 
-@cache
 def fmt() -> ModuleType:
     """device/mpfota/deltafmt.py, the format shared with the device, loaded under CPython."""
-    path = paths.DEVICE / "mpfota" / "deltafmt.py"
-    spec = importlib.util.spec_from_file_location("mpfota_deltafmt", path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"cannot load the patch format from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return paths.device_module("deltafmt")
 
 
 # --- encoding --------------------------------------------------------------------------------

@@ -12,11 +12,9 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
-import importlib.util
 import re
 import zlib
 from dataclasses import dataclass
-from functools import cache
 from types import ModuleType
 
 from . import paths
@@ -31,16 +29,9 @@ FEED = 1460  # the host check feeds the patch in pieces of one TCP segment
 _NONZERO = re.compile(rb"[^\x00]+")
 
 
-@cache
 def fmt() -> ModuleType:
     """device/mpfota/deltastream.py, the format and applier shared with the device."""
-    path = paths.DEVICE / "mpfota" / "deltastream.py"
-    spec = importlib.util.spec_from_file_location("mpfota_deltastream", path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"cannot load the patch format from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return paths.device_module("deltastream")
 
 
 def _varint(value: int, out: bytearray) -> None:

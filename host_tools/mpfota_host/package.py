@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import binascii
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -64,18 +63,7 @@ SOURCE_ONLY = ("boot.py", "main.py")
 _ASSIGN_RE = r"^\s*{name}\s*=\s*[\"']([^\"']+)[\"']"
 
 
-def _load_device_module(name: str):
-    """A pure device module (device/mpfota/<name>.py) loaded in CPython, without its package."""
-    spec = importlib.util.spec_from_file_location(
-        f"_mpfota_device_{name}", paths.DEVICE / "mpfota" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-version_rules = _load_device_module("version")
+version_rules = paths.device_module("version")
 
 
 class PackageFormatError(UserError):

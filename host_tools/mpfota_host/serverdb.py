@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib.util
 import os
 import re
 import shutil
@@ -73,23 +72,10 @@ CREATE TABLE IF NOT EXISTS device_keys(device TEXT PRIMARY KEY, sha256 TEXT NOT 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-_version: ModuleType | None = None
-
-
 def version_rules() -> ModuleType:
     """The device's version rules, device/mpfota/version.py (is_upgrade, check, core_key,
-    compare_core), loaded from the repository without importing the rest of the device
-    package (MicroPython code): the host and the board apply the same rules."""
-    global _version
-    if _version is None:
-        path = paths.DEVICE / "mpfota" / "version.py"
-        spec = importlib.util.spec_from_file_location("mpfota_device_version", path)
-        if spec is None or spec.loader is None or not path.is_file():
-            raise RuntimeError(f"{path} is missing")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _version = module
-    return _version
+    compare_core): the host and the board apply the same rules."""
+    return paths.device_module("version")
 
 
 def canonical_core(text: str) -> str:
