@@ -20,11 +20,10 @@ from micropython import const
 from mpfota import http, log
 from mpfota.deltastream import Applier, PatchError, apply_stream
 from mpfota.errors import BASE, FOTA_ERROR, FotaError
-from mpfota.slot import Slot
+from mpfota.slot import CHECKPOINT_MS, Slot
 
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
-CHECKPOINT = const(65536)  # output bytes between resume records, at least
-CHECKPOINT_MS = const(1000)  # and by default at least this long between two
+CHECKPOINT = const(65536)  # output bytes between resume records, at least (and CHECKPOINT_MS)
 _UNIT_MAX = const(4096)  # the generator's default unit budget: the unit buffer made up front
 
 
@@ -158,7 +157,7 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
         slot.verify(h.to_size, sha256=binascii.hexlify(h.to_sha256).decode())
     except PatchError as e:
         slot.forget()
-        raise _fail(str(e), BASE if "another base" in str(e) else None)
+        raise _fail(str(e), BASE if e.wrong_base else None)
     except FotaError:
         slot.forget()
         raise

@@ -91,8 +91,11 @@ _DONE = const(4)
 
 
 class PatchError(ValueError):
-    # A malformed or inapplicable patch; the message says why.
-    pass
+    # A malformed or inapplicable patch; the message says why. wrong_base: it was made for
+    # another base image (the device reports mpfota.errors.BASE).
+    def __init__(self, msg, wrong_base=False):
+        super().__init__(msg)
+        self.wrong_base = wrong_base
 
 
 def _crc32(data, crc=0):
@@ -655,7 +658,7 @@ class Applier:
         (want,) = struct.unpack_from("<I", self.head, 14)  # the unit's output CRC
         if st[_OCRC] != want:
             raise PatchError("unit %d: output CRC mismatch: made for another base image (the "
-                             "running image is not this patch's base)" % self.unit)
+                             "running image is not this patch's base)" % self.unit, True)
         self.unit += 1  # self.dec is held until the next unit's decoder is made
         h = self.h
         if self.out_at == h.to_size:

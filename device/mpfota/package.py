@@ -804,7 +804,7 @@ class Installer:
             ap.end()
             slot.verify(ap.h.to_size, sha256=binascii.hexlify(ap.h.to_sha256).decode())
         except PatchError as e:
-            raise PackageError(BASE if "another base" in str(e) else IMAGE,
+            raise PackageError(BASE if e.wrong_base else IMAGE,
                                "core-delta section: delta: %s" % e)
         except FotaError as e:
             raise PackageError(e.reason or IMAGE, "core-delta section: " + e.msg)
