@@ -17,7 +17,7 @@
 #
 # The buffers come first, before the rest of the path is imported (the imports leave the heap
 # in holes): the door's sector buffer when mpfota.slot loads, then the 1 KiB head buffer.
-from mpfota.slot import Slot
+from mpfota.slot import CHECKPOINT_MS, Slot
 
 _HEAD = bytearray(1024)  # the HTTP head (and chunk-size lines); one download at a time
 
@@ -27,7 +27,6 @@ from mpfota import http, log
 from mpfota.errors import ALREADY_RUNNING, FOTA_ERROR, FotaError
 
 CHECKPOINT = const(262144)
-CHECKPOINT_MS = const(1000)
 _RETRYABLE = (http.ERR_CLOSE, http.ERR_RX, http.ERR_TIMEOUT, http.ERR_CONNECT)
 _SNIFF = const(16)  # bytes read before deciding: package header or raw image
 
@@ -133,13 +132,13 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
                         from mpfota import downloadpkg
 
                         slot.hash_md5 = True  # a package's core section carries an MD5
-                        pkg = downloadpkg.Fetch(slot, resp.etag or resp.last_modified,
-                                                *pkg_args)
+                        pkg = downloadpkg.Fetch(slot, seen, *pkg_args)
                         await pkg.feed(resp, 0, bytes(slot.buf[:n]))
                         return pkg.size(), pkg
-                    got = await _take(resp, slot, url, 0, length, progress, checkpoint, n)
+                    got = await _take(resp, slot, url, 0, length, progress, checkpoint, seen,
+                                      n)
                     return got, None
-                got = await _take(resp, slot, url, offset, length, progress, checkpoint)
+                got = await _take(resp, slot, url, offset, length, progress, checkpoint, seen)
                 return got, None
             except http.HTTPError as e:
                 e.in_body = True  # after the answer's head: libfota2 reports a cut body as 4
@@ -202,13 +201,11 @@ def _is_package(buf, n):
     return n >= 4 and bytes(buf[:4]) == _PACKAGE_MAGIC
 
 
-async def _take(resp, slot, url, offset, length, progress, checkpoint, sniffed=0):
-    # Stream one response into the slot; returns the total size of the update. `sniffed`: bytes
-    # of the body already in the sector buffer (read by _sniff, not yet counted).
+async def _take(resp, slot, url, offset, length, progress, checkpoint, validator, sniffed=0):
+    # Stream one response into the slot (a 200 from byte 0, after _sniff; a 206 from `offset`);
+    # returns the total size of the update. validator: the file's, for the resume records.
+    # `sniffed`: bytes of the body already in the sector buffer (read by _sniff, not counted).
     if resp.status == 200:
-        if offset:
-            log.info("fota", "server sent the whole file (changed, or no Range support): from 0")
-            slot.restart()
         total = resp.content_length
     else:
         cr = resp.content_range
@@ -220,7 +217,6 @@ async def _take(resp, slot, url, offset, length, progress, checkpoint, sniffed=0
     if total is not None and total > slot.capacity:
         raise FotaError(FOTA_ERROR, "update of %d bytes does not fit the slot (%d)"
                         % (total, slot.capacity))
-    validator = resp.etag or resp.last_modified
     if sniffed:
         slot.advance(sniffed)
     limit = total if total is not None else length  # a chunked body announces nothing

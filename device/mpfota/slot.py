@@ -12,8 +12,8 @@
 # Bytes land in one 4 KiB sector buffer; every full sector is erased and programmed in one
 # writeblocks() call. SHA-256 is computed on the way, and MD5 (what LuatOS platforms give) when
 # there is one to check. A checkpoint keeps the CRC-32 of the prefix in flash, a plain integer
-# brought up to date by reading back what was written since the last one, so a resume can check
-# that the prefix is still what was written. Before the first sector is written, the image's identity
+# computed on the way once a checkpoint is likely (caught up from flash first), so a resume can
+# check that the prefix is still what was written. Before the first sector is written, the image's identity
 # is compared with the running image's: the same image is refused (ALREADY_RUNNING) with
 # nothing written, so a board never reinstalls what it runs.
 #
@@ -34,6 +34,9 @@ from mpfota import journal, log
 from mpfota.errors import ALREADY_RUNNING, DIGEST, FOTA_ERROR, IMAGE, LENGTH, SAME, FotaError
 
 SECTOR = const(4096)
+# By default, the least time between two resume records (each a journal write): on a fast link
+# a write costs more than fetching a second's worth of bytes again (download and deltafetch).
+CHECKPOINT_MS = const(1000)
 _TENTHS = const(10)  # progress is logged each time another tenth has arrived
 
 reads = 0  # full reads of the spare slot after a write, this process (the bench reports it)
