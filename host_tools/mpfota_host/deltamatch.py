@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from .delta import bsdiff_triples, zigzag
+
 Segment = list[int]  # [out, x, y, old]
 
 MARGIN = 128  # bytes of each neighbouring cover that a stretch may give or take
@@ -45,8 +47,6 @@ _INF = float("inf")
 
 def bsdiff_segments(old: bytes, new: bytes) -> list[Segment]:
     """bsdiff's covers as segments."""
-    from .delta import bsdiff_triples
-
     triples = bsdiff_triples(old, new)
     segs = []
     out = at = 0
@@ -75,10 +75,6 @@ def triples_of(segs: list[Segment]) -> list[tuple[int, int, int]]:
         seek = segs[k + 1][3] - (at + x) if k + 1 < len(segs) else 0
         result.append((x, y, seek))
     return result
-
-
-def _zigzag(value: int) -> int:
-    return value << 1 if value >= 0 else ((-value) << 1) - 1
 
 
 def _varint_len(value: int) -> int:
@@ -151,7 +147,7 @@ def _shortest_path(
     cost[1] = 0.0
     back = []
     # An op header: its seek costs more bytes the farther the alignment is from the cover's.
-    op_bits = [OP_BITS + SEEK_BITS * (_varint_len(_zigzag(d - cands[0])) - 1) for d in cands]
+    op_bits = [OP_BITS + SEEK_BITS * (_varint_len(zigzag(d - cands[0])) - 1) for d in cands]
     for i in range(start, end):
         b = new[i]
         best = _INF

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from . import paths
-from .delta import GenerationError
+from .delta import GenerationError, deflate_raw, put_varint, zigzag
 from .errors import UserError
 
 DEFAULT_UNIT_MAX = 4096  # bytes of DEFLATE data the device holds for one unit
@@ -32,17 +32,6 @@ _NONZERO = re.compile(rb"[^\x00]+")
 def fmt() -> ModuleType:
     """device/mpfota/deltastream.py, the format and applier shared with the device."""
     return paths.device_module("deltastream")
-
-
-def _varint(value: int, out: bytearray) -> None:
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _zigzag(value: int) -> int:
-    return value << 1 if value >= 0 else ((-value) << 1) - 1
 
 
 @dataclass
@@ -72,14 +61,14 @@ class RunCache:
         size = fmt().RUN_CACHE
         if run in self.runs:
             at = self.runs.index(run)
-            _varint(zeros << 3 | 4 + at, self.out)
+            put_varint(zeros << 3 | 4 + at, self.out)
             self.runs.insert(0, self.runs.pop(at))
             return True
         if 1 <= len(run) <= 3:
-            _varint(zeros << 3 | len(run), self.out)
+            put_varint(zeros << 3 | len(run), self.out)
         else:
-            _varint(zeros << 3, self.out)
-            _varint(len(run), self.out)
+            put_varint(zeros << 3, self.out)
+            put_varint(len(run), self.out)
         if not 1 <= len(run) <= 4:
             return False
         self.out += run
@@ -173,9 +162,9 @@ class Encoder:
         zeros, nonzero, follow = 0, b"", False
         for k, (old_at, x, y, d, lit) in enumerate(parts):
             seek = parts[k + 1][0] - (old_at + x) if k + 1 < len(parts) else 0
-            _varint(x, out)
-            _varint(y, out)
-            _varint(_zigzag(seek), out)
+            put_varint(x, out)
+            put_varint(y, out)
+            put_varint(zigzag(seek), out)
             # The diff's entries and bytes go where the device's apply loop reads them.
             i = 0
             while i < x:
@@ -193,11 +182,6 @@ class Encoder:
                 i += s
             out += lit
         return parts[0][0], bytes(out)
-
-
-def deflate_raw(data: bytes, wbits: int) -> bytes:
-    comp = zlib.compressobj(9, zlib.DEFLATED, -wbits, 9)
-    return comp.compress(data) + comp.flush()
 
 
 # --- raw DEFLATE within a small window, optimally parsed ---------------------------------------
