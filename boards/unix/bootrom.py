@@ -5,6 +5,8 @@
 #   MPFOTA_APP         a host file installed as /main.py before it runs
 #   MPFOTA_FROZEN      "0": device/ is not visible as frozen modules (deployed files only)
 #   MPFOTA_REPL        "1": boot, then stay in the REPL (with `micropython -i`) instead of main.py
+# A board directory may hold romfs.img, the board's ROMFS partition (`mpfota board init
+# --romfs`): it is mounted at /rom and put first on sys.path, as MicroPython's _boot.py does.
 # Exit codes are listed in docs/architecture.md.
 import os
 import sys
@@ -18,10 +20,35 @@ _here = _absolute(__file__).rsplit("/", 1)[0]
 _repo = _here.rsplit("/", 2)[0]
 
 
-def _mount_host_paths():
+def _mount_romfs(path):
+    # A real board maps its ROMFS partition from flash; this one reads it into one block of
+    # heap first thing at boot (the bench subtracts that block). A bad image is reported and
+    # left out: the board boots from its filesystem as it would without one.
+    import vfs
+
+    try:
+        size = os.stat(path)[6]
+    except OSError:
+        return False
+    try:
+        vfs.umount("/rom")  # mounted by an earlier boot in this process (device tests)
+    except OSError:
+        pass
+    rom = bytearray(size)
+    with open(path, "rb") as f:
+        f.readinto(rom)
+    try:
+        vfs.mount(vfs.VfsRom(rom), "/rom")
+    except OSError as e:
+        print("bootrom: romfs.img is not a ROMFS image (%s); not mounted" % e)
+        return False
+    return True
+
+
+def _mount_host_paths(romfs):
     # Every host folder on sys.path is mounted read-only under /.romN, as the board's "frozen"
-    # modules, and sys.path is rewritten to match; /lib (deployed files) comes first.
-    path = ["", "/lib"]
+    # modules, and sys.path is rewritten to match; /rom (the ROMFS) comes first, then /lib.
+    path = ["/rom", "", "/lib"] if romfs else ["", "/lib"]
     n = 0
     for entry in sys.path:
         if entry and entry != ".frozen" and not entry.startswith("/."):
@@ -69,7 +96,7 @@ def _blank(flash, off):
     return True
 
 
-def _mount_fs(b):
+def _mount_fs(b, romfs):
     dev = _FsDevice(b.flash, b.fs[0], b.fs[1])
     try:
         fs = os.VfsLfs2(dev)
@@ -82,7 +109,7 @@ def _mount_fs(b):
         fs = os.VfsLfs2(dev)
     os.umount("/")
     os.mount(fs, "/")
-    _mount_host_paths()
+    _mount_host_paths(romfs)
     os.chdir("/")
     return True
 
@@ -90,15 +117,17 @@ def _mount_fs(b):
 def boot(path=None, cut_after=0):
     # Bootloader, then the filesystem at / and the host modules as frozen ones. Returns the
     # open board, or None when nothing is bootable. Device tests call this directly.
+    path = path or os.getenv("MPFOTA_FLASH")
+    romfs = _mount_romfs(path + "/romfs.img")
     import vpartition
 
     if os.getenv("MPFOTA_FROZEN") != "0":
         sys.path.extend((_repo + "/device", _repo + "/deps"))
-    b = vpartition.open_board(path or os.getenv("MPFOTA_FLASH"), cut_after)
+    b = vpartition.open_board(path, cut_after)
     if vpartition.bootloader() is None:
         print("bootrom: no bootable core image in either slot")
         return None
-    if not _mount_fs(b):
+    if not _mount_fs(b, romfs):
         return None
     return b
 

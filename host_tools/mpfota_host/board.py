@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import boardlock, boardpty, boardstatus, image, vboard
+from . import boardlock, boardpty, boardstatus, image, romfs, vboard
 from .errors import UserError
 from .helptext import examples
 
@@ -69,13 +69,23 @@ def _ensure_board(directory: str, create: bool) -> None:
         )
 
 
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _romfs(path: str) -> bytes:
+    data = _read(path)
+    romfs.check(data, path)
+    return data
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     core = None
     if args.core:
-        try:
-            core = Path(args.core).read_bytes()
-        except OSError as exc:
-            raise UserError(f"cannot read {args.core}: {exc.strerror or exc}") from None
+        core = _read(args.core)
         try:
             image.verify(core)
         except UserError as exc:
@@ -87,6 +97,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         core_image=core,
         core_version=args.core_version,
         force=args.force,
+        romfs=_romfs(args.romfs) if args.romfs else None,
     )
     version = image.parse_header(core).version if core else args.core_version
     (s0, n0), (s1, n1) = cfg["slots"]
@@ -96,6 +107,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  ota_0   0x{s0:06x} +{n0}")
     print(f"  ota_1   0x{s1:06x} +{n1}")
     print(f"  fs      0x{fs_off:06x} +{fs_len}")
+    if args.romfs:
+        print(f"  romfs   {args.romfs} (mounted at /rom)")
     print(f"  imei {cfg['imei']}  mac {cfg['mac']}  uid {cfg['uid']}")
     return 0
 
@@ -183,6 +196,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=vboard.DEFAULT_CORE_VERSION,
         help="version of the generated factory image (default 1.0.0)",
     )
+    init.add_argument("--romfs", metavar="IMG",
+                      help="ROMFS partition image (mpfota romfs), mounted at /rom at boot")
     init.add_argument("--force", action="store_true", help="replace an existing board")
     init.set_defaults(func=cmd_init)
 

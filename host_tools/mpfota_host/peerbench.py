@@ -16,6 +16,12 @@ fresh copy of the board, runs alternated, both compiled with mpy-cross:
     peer.board_heap_kb                smallest heap (KiB) that boots the board, nothing more
     peer.mpfota_heap_above_board_kb   smallest heap of the mpfota update - board_heap_kb
     peer.glenn20_heap_above_board_kb  the same for glenn20
+    peer.mpfota_romfs_heap_above_board_kb, peer.glenn20_romfs_heap_above_board_kb
+                                      the same with the library in the board's ROMFS partition
+                                      (`mpfota romfs`), where its bytecode stays in flash: the
+                                      virtual board reads the image into one block of heap at
+                                      boot, a real board maps it, so the image's size is
+                                      subtracted
 
 Two stand-ins give the peer what an ESP32 firmware has and the unix port lacks: a `flashbdev`
 module (`bdev = None`) and io.BufferedWriter (tests/bench/bufwriter.py; the peer's copy in the
@@ -29,7 +35,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import esp32image, paths, vboard
+from . import esp32image, paths, romfs, vboard
 from .devicerun import DeviceRunner, compiled
 from .errors import UserError
 
@@ -83,10 +89,12 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
                   compiled(work, paths.BOARDS / "unix")]
     lib = work / "peer-src"
     _install_peer(package, lib)
+    libraries = {"mpfota": compiled(work, paths.DEVICE), "glenn20": compiled(work, lib)}
     runners = {
-        "mpfota": DeviceRunner(work, SCRIPT, [*board_path, compiled(work, paths.DEVICE)]),
-        "glenn20": DeviceRunner(work, SCRIPT, [compiled(work, lib), *board_path]),
+        "mpfota": DeviceRunner(work, SCRIPT, [*board_path, libraries["mpfota"]]),
+        "glenn20": DeviceRunner(work, SCRIPT, [libraries["glenn20"], *board_path]),
     }
+    from_rom = DeviceRunner(work, SCRIPT, board_path)
     img = esp32image.make_app_image(_payload(IMAGE_SIZE), "2.0.0")
     (www / "app.bin").write_bytes(img)
     args = (f"{base}/app.bin", hashlib.sha256(img).hexdigest())
@@ -97,9 +105,10 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
     vboard.program_slot(board0, 0, app + b"\xff" * (slot - len(app)))
     board = work / "peer-board"
 
-    def fresh() -> Path:
+    def fresh(rom: bytes | None = None) -> Path:
         shutil.rmtree(board, ignore_errors=True)
         shutil.copytree(board0, board)
+        vboard.install_romfs(board, rom)
         return board
 
     wall: dict[str, int] = {}
@@ -128,3 +137,9 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
     yield ("peer.board_heap_kb", str(heaps["board"]))
     for name in ("mpfota", "glenn20"):
         yield (f"peer.{name}_heap_above_board_kb", str(heaps[name] - heaps["board"]))
+    for name in ("mpfota", "glenn20"):
+        phase(f"peer: smallest heap for {name} in ROMFS (bisection)")
+        rom = romfs.of_folder(libraries[name])
+        heap = from_rom.min_heap_kb(lambda rom=rom: fresh(rom), name, *args, low=8, high=1024)
+        yield (f"peer.{name}_romfs_heap_above_board_kb",
+               str(heap - heaps["board"] - len(rom) // 1024))

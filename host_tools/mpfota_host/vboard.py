@@ -44,6 +44,7 @@ DEFAULT_CORE_VERSION = "1.0.0"
 BOARD_JSON = "board.json"
 FLASH_BIN = "flash.bin"
 WAKE_JSON = "wake.json"
+ROMFS_IMG = "romfs.img"  # the board's ROMFS partition, mounted at /rom by bootrom
 POWER_CUT_MARK = "power_cut"  # left by the runner after a power cut: next boot's cause
 
 # Network adapters of the simulated board (boards/unix/vnet.py); lower priority number wins.
@@ -167,6 +168,18 @@ def program_slot(directory: str | os.PathLike, slot: int, data: bytes) -> None:
         f.write(data)
 
 
+def install_romfs(directory: str | os.PathLike, data: bytes | None) -> None:
+    """Give the board a ROMFS partition holding `data` (`mpfota romfs`), or none."""
+    path = Path(directory) / ROMFS_IMG
+    if data is None:
+        path.unlink(missing_ok=True)
+        return
+    from . import romfs
+
+    romfs.check(data, "the romfs data")
+    path.write_bytes(data)
+
+
 def init(
     directory: str | os.PathLike,
     slot_size: int = DEFAULT_SLOT_SIZE,
@@ -176,10 +189,12 @@ def init(
     identity: dict[str, str] | None = None,
     adapters: list[dict] | None = None,
     force: bool = False,
+    romfs: bytes | None = None,
 ) -> dict:
     """Create a board: board.json, an erased flash.bin, and a core image in slot 0.
 
-    Without `core_image`, a small factory image labelled `core_version` is used. Identity
+    Without `core_image`, a small factory image labelled `core_version` is used; `romfs`, an
+    image of `mpfota romfs`, becomes the board's ROMFS partition. Identity
     fields not given are derived from the directory's absolute path (stable across re-inits).
     Returns the board.json content.
     """
@@ -212,6 +227,7 @@ def init(
         except OSError as exc:
             raise UserError(f"cannot create a board in {d}: {exc.strerror or exc}") from None
         program_slot(d, 0, core_image)
+        install_romfs(d, romfs)
     return cfg
 
 

@@ -58,6 +58,10 @@ def test_bench_peer_prints_the_comparison():
         assert int(figures[f"peer.{name}_ms"]) > 0 and int(figures[f"peer.{name}_cpu_ms"]) > 0
         assert 0 < int(figures[f"peer.{name}_heap_above_board_kb"]) < 1024
     assert int(figures["peer.board_heap_kb"]) > 0
+    # In ROMFS the bytecode stays out of the heap: both libraries need less of it.
+    for name in ("mpfota", "glenn20"):
+        rom = int(figures[f"peer.{name}_romfs_heap_above_board_kb"])
+        assert 0 < rom < int(figures[f"peer.{name}_heap_above_board_kb"])
     assert "bench: peer:" in proc.stderr
 
 
