@@ -26,6 +26,10 @@ Download figures (virtual board, loopback HTTP, device modules compiled with mpy
                                       buffers alone after the imports: much more than 5, as
                                       the imports leave the heap in holes (bytecode between
                                       freed loader blocks); working_heap_kb - this is the rest
+    download.romfs_min_heap_kb.<size> min_heap_kb with the device modules in the board's ROMFS
+                                      partition (`mpfota romfs`), bytecode out of the heap as
+                                      on a board with them in ROMFS or frozen; the image, which
+                                      the virtual board reads into the heap at boot, subtracted
 
 Each phase is announced on stderr as it starts ("bench: ..."); stdout holds only the figures.
 """
@@ -42,7 +46,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import image, paths, vboard
+from . import image, paths, romfs, vboard
 from .devicerun import DeviceRunner, compiled
 from .errors import UserError
 
@@ -112,6 +116,9 @@ def code_figures(bench: DeviceRunner, mpy: Path, board: Path, url: str
 def download_figures(work: Path, base: str, www: Path, sizes: list[str], repeat: int
                      ) -> Iterator[tuple[str, str]]:
     bench = DeviceRunner(work, BENCH_DEVICE / "dlbench.py")
+    from_rom = DeviceRunner(work, BENCH_DEVICE / "dlbench.py",
+                            [compiled(work, paths.BOARDS / "unix")])
+    rom = romfs.of_folder(compiled(work, paths.DEVICE))
     baseline = None
     for name in sizes:
         size = SIZES[name]
@@ -150,6 +157,11 @@ def download_figures(work: Path, base: str, www: Path, sizes: list[str], repeat:
             yield ("download.buffers_heap_kb", str(buffers - baseline))
         yield (f"download.min_heap_kb.{name}", str(heap))
         yield (f"download.working_heap_kb.{name}", str(heap - baseline))
+        phase(f"download {name}: smallest heap with the modules in ROMFS (bisection)")
+        vboard.install_romfs(board, rom)
+        heap = from_rom.min_heap_kb(board, "engine", url, low=8)
+        vboard.install_romfs(board, None)
+        yield (f"download.romfs_min_heap_kb.{name}", str(heap - len(rom) // 1024))
 
 
 def all_figures(args: argparse.Namespace, sizes: list[str]) -> Iterator[tuple[str, str]]:
