@@ -23,8 +23,8 @@ DEVICE = paths.DEVICE
 # Modules a board's firmware provides (MicroPython built-ins, and the board interface, which
 # comes from the board: boards/esp32 or the virtual board).
 FIRMWARE = {
-    "array", "asyncio", "binascii", "deflate", "errno", "hashlib", "io", "json", "micropython",
-    "os", "random", "socket", "ssl", "struct", "sys", "time", "board",
+    "array", "asyncio", "binascii", "deflate", "errno", "gc", "hashlib", "io", "json",
+    "micropython", "os", "random", "socket", "ssl", "struct", "sys", "time", "board",
     "machine", "network", "esp32",
 }  # fmt: skip
 
