@@ -90,6 +90,20 @@ _T_CONNECT = const(0)
 _T_SEND = const(1)
 _T_READ = const(2)
 _T_DEADLINE = const(3)
+_T_FIRED = const(4)  # added by the watchdog when it cancels the wait
+
+# Response._w, the watchdog's state and the limits it enforces, by index.
+_W_TASK = const(0)  # the watchdog task, or None
+_W_WAITER = const(1)  # task suspended in an I/O wait, or None
+_W_UNTIL = const(2)  # when that wait expires
+_W_WHY = const(3)  # which limit that expiry is (_T_*), + _T_FIRED once the watchdog fired
+_W_CONNECT = const(4)  # connect_timeout_ms
+_W_READ = const(5)  # read_timeout_ms
+_W_DEADLINE = const(6)  # deadline_ms
+
+# Response._flags
+_F_TLS = const(1)  # the current connection is TLS
+_F_ANSWERED = const(2)  # any response byte received on this connection
 
 _MBEDTLS_CONN_EOF = const(-0x7280)  # TCP closed under TLS without close_notify
 _EPIPE = const(32)  # the same in Linux and newlib; MicroPython's errno module lacks it
@@ -144,28 +158,30 @@ def _io_wait(sock, write):
 
 
 class Response:
+    # Fields most answers do not set are class attributes until one does: an instance's
+    # attributes live in one table, and with more than 17 of them that table (592 bytes at 33)
+    # needs a hole a fragmented heap may not have (docs/delta.md, "Memory and speed"). The
+    # watchdog's state and the limits are one list (_w), the connection's flags one number.
+    url = None
+    redirects = 0
+    content_range = None
+    chunked = False
+    etag = None
+    last_modified = None
+    location = None
+    retry_after = None
+    _ctx = None  # the TLS context, made once per transaction
+    _chunks = 0  # chunks begun (mpfota.httpchunk)
+
     def __init__(self, buf, connect_ms, read_ms, deadline_ms):
         if not isinstance(buf, bytearray) or len(buf) < 64:
             raise HTTPError(ERR_STATE, "buf must be a bytearray of at least 64 bytes")
         self._buf = buf
-        self._mv = memoryview(buf)
-        self._connect_ms = connect_ms
-        self._read_ms = read_ms
-        self._deadline_ms = deadline_ms
+        # The watchdog: one task per transaction, not a wait_for (two tasks) per read.
+        self._w = [None, None, 0, 0, connect_ms, read_ms, deadline_ms]
         self._deadline = ticks_add(ticks_ms(), deadline_ms)
         self._ran = ticks_ms()  # when this task last let others run (readinto)
-        # The watchdog: one task per transaction, not a wait_for (two tasks) per read.
-        self._watch = None
-        self._waiter = None  # task suspended in an I/O wait, or None
-        self._until = 0  # when that wait expires
-        self._why = 0  # which limit that expiry is (_T_*), for the error
-        self._fired = False
-        self._sock = None
-        self._ctx = None
-        self._tls = False  # the current connection is TLS
-        self._closed = False
-        self.url = None
-        self.redirects = 0
+        self._sock = None  # None once closed
         self._reset()
 
     def _reset(self):
@@ -175,40 +191,43 @@ class Response:
         self._mode = _DONE
         self._left = 0
         self._got = 0  # body bytes delivered
-        self._chunks = 0
-        self._answered = False  # any response byte received on this connection
+        if self._chunks:
+            self._chunks = 0
+        self._flags = 0
 
     # ------------------------------------------------------------------ timeouts
 
     async def _watchdog(self):
         # Naps at most the shortest limit a wait can have, so it always wakes before any wait
         # that starts during the nap expires; and never past the current wait's expiry.
+        st = self._w
         while True:
             now = ticks_ms()
-            nap = min(self._connect_ms, self._read_ms, ticks_diff(self._deadline, now))
-            w = self._waiter
+            nap = min(st[_W_CONNECT], st[_W_READ], ticks_diff(self._deadline, now))
+            w = st[_W_WAITER]
             if w is not None:
-                left = ticks_diff(self._until, now)
+                left = ticks_diff(st[_W_UNTIL], now)
                 if left <= 0:
-                    self._fired = True
-                    self._watch = None
+                    st[_W_WHY] += _T_FIRED
+                    st[_W_TASK] = None
                     w.cancel()
                     return
                 nap = min(nap, left)
             elif nap <= 0:
-                self._watch = None  # every later wait fails on the deadline by itself
+                st[_W_TASK] = None  # every later wait fails on the deadline by itself
                 return
             await asyncio.sleep_ms(nap)
 
     def _timeout(self, why):
+        st = self._w
         if why == _T_CONNECT:
-            msg = "connect timeout (%d ms)" % self._connect_ms
+            msg = "connect timeout (%d ms)" % st[_W_CONNECT]
         elif why == _T_SEND:
-            msg = "sending the request timed out (%d ms)" % self._connect_ms
+            msg = "sending the request timed out (%d ms)" % st[_W_CONNECT]
         elif why == _T_READ:
-            msg = "no data for %d ms" % self._read_ms
+            msg = "no data for %d ms" % st[_W_READ]
         else:
-            msg = "deadline of %d ms reached" % self._deadline_ms
+            msg = "deadline of %d ms reached" % st[_W_DEADLINE]
         return HTTPError(ERR_TIMEOUT, msg)
 
     async def _wait(self, write, why):
@@ -218,25 +237,25 @@ class Response:
         left = ticks_diff(self._deadline, now)
         if left <= 0:
             raise self._timeout(_T_DEADLINE)
-        limit = self._read_ms if why == _T_READ else self._connect_ms
+        st = self._w
+        limit = st[_W_READ] if why == _T_READ else st[_W_CONNECT]
         if limit < left:
             left = limit
         else:
             why = _T_DEADLINE
-        self._why = why
-        self._until = ticks_add(now, left)
-        self._waiter = asyncio.current_task()
-        if self._watch is None:
-            self._watch = asyncio.create_task(self._watchdog())
+        st[_W_WHY] = why
+        st[_W_UNTIL] = ticks_add(now, left)
+        st[_W_WAITER] = asyncio.current_task()
+        if st[_W_TASK] is None:
+            st[_W_TASK] = asyncio.create_task(self._watchdog())
         try:
             await _io_wait(self._sock, write)
         except asyncio.CancelledError:
-            if self._fired:
-                self._fired = False
-                raise self._timeout(self._why)
+            if st[_W_WHY] >= _T_FIRED:
+                raise self._timeout(st[_W_WHY] - _T_FIRED)
             raise
         finally:
-            self._waiter = None
+            st[_W_WAITER] = None
 
     # ----------------------------------------------------------------- connection
 
@@ -257,8 +276,8 @@ class Response:
                 )
         # Writable means connected or failed; a failure shows on the first write.
         await self._wait(True, _T_CONNECT)
-        self._tls = scheme == "https"
-        if self._tls:
+        if scheme == "https":
+            self._flags |= _F_TLS
             from mpfota import httptls
 
             try:
@@ -294,7 +313,7 @@ class Response:
         except (OSError, ValueError) as e:
             raise self._rx_error(e)
         if r:
-            self._answered = True
+            self._flags |= _F_ANSWERED
         return r
 
     async def _recv(self, mv, n):
@@ -306,7 +325,7 @@ class Response:
         return r
 
     def _rx_error(self, e):
-        if not self._answered:
+        if not self._flags & _F_ANSWERED:
             # Includes TLS failures that show only when the server's answer is read (TLS 1.3
             # sends a client certificate rejection after the handshake).
             return HTTPError(ERR_CONNECT, "%s failed: %s" % (self._what(), _cause(e)))
@@ -315,7 +334,7 @@ class Response:
         return HTTPError(ERR_RX, "receive failed: %s" % _cause(e))
 
     def _what(self):
-        return "TLS connection" if self._tls else "connection"
+        return "TLS connection" if self._flags & _F_TLS else "connection"
 
     # ------------------------------------------------------------- response head
 
@@ -327,11 +346,11 @@ class Response:
         elif self._end == len(buf):
             if self._pos == 0:
                 raise HTTPError(err, "line longer than the %d-byte buffer" % len(buf))
-            keep = bytes(self._mv[self._pos : self._end])  # a partial line: small
+            keep = buf[self._pos : self._end]  # a partial line: small
             buf[: len(keep)] = keep
             self._pos, self._end = 0, len(keep)
         end = self._end
-        n = await self._recv(self._mv[end:] if end else buf, len(buf) - end)
+        n = await self._recv(memoryview(buf)[end:] if end else buf, len(buf) - end)
         self._end = end + n
         return n > 0
 
@@ -346,9 +365,9 @@ class Response:
                 self._pos = i + 1
                 if i > a and buf[i - 1] == 13:
                     i -= 1
-                return bytes(self._mv[a:i])
+                return bytes(memoryview(buf)[a:i])
             if not await self._fill(err):
-                if not self._answered:
+                if not self._flags & _F_ANSWERED:
                     eof_msg = "server closed the connection without answering"
                 raise HTTPError(ERR_CLOSE, eof_msg)
 
@@ -423,14 +442,22 @@ class Response:
                 )
 
     def _reset_fields(self):
+        # Before each answer (a 1xx or a redirect comes before the last): the fields an
+        # earlier answer set go back to their defaults (the others stay class attributes).
         self.status = 0
         self.content_length = None
-        self.content_range = None
-        self.chunked = False
-        self.etag = None
-        self.last_modified = None
-        self.location = None
-        self.retry_after = None
+        if self.content_range is not None:
+            self.content_range = None
+        if self.chunked:
+            self.chunked = False
+        if self.etag is not None:
+            self.etag = None
+        if self.last_modified is not None:
+            self.last_modified = None
+        if self.location is not None:
+            self.location = None
+        if self.retry_after is not None:
+            self.retry_after = None
 
     # -------------------------------------------------------------------- body
 
@@ -444,7 +471,7 @@ class Response:
         return the count, 0 at the end. A length spares the caller a slice per read."""
         if self._mode == _DONE:
             return 0
-        if self._closed:
+        if self._sock is None:
             raise HTTPError(ERR_STATE, "response already closed")
         now = ticks_ms()
         if ticks_diff(self._deadline, now) <= 0:
@@ -466,7 +493,7 @@ class Response:
             # Bytes that arrived with the head or a chunk-size line.
             if have < n:
                 n = have
-            mv[:n] = self._mv[self._pos : self._pos + n]
+            mv[:n] = memoryview(self._buf)[self._pos : self._pos + n]
             self._pos += n
         else:
             # Straight from the socket into mv: no slice, no copy.
@@ -514,10 +541,10 @@ class Response:
         return bytes(mv[:n])
 
     def close(self):
-        self._closed = True
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        st = self._w
+        if st[_W_TASK] is not None:
+            st[_W_TASK].cancel()
+            st[_W_TASK] = None
         self._disconnect()
 
     async def aclose(self):
@@ -567,7 +594,8 @@ class Response:
             self._disconnect()
             url = nxt
         self.url = url
-        self.redirects = len(seen)
+        if seen:
+            self.redirects = len(seen)
         if self._mode == _DONE:
             self.close()
 

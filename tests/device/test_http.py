@@ -286,6 +286,20 @@ async def test_every_redirect_code_is_followed(http_server):
         assert md5 == blob["md5"]
 
 
+async def test_fields_of_a_redirect_hop_do_not_stay(http_server):
+    # The hop's Location (and anything else it set) is not the final answer's.
+    base = http_server["base"]
+    blob = http_server["blobs"]["small"]
+    resp, _, n = await download(base + "/redirect?to=/empty")
+    assert (resp.status, resp.redirects, n) == (200, 1, 0)
+    assert resp.location is None and resp.etag is None and resp.last_modified is None
+    resp, md5, _ = await download(base + "/hop/2?to=/blob/small%3Fte=chunked")
+    assert (resp.status, resp.redirects, md5) == (200, 2, blob["md5"])
+    assert resp.location is None and resp.chunked and resp.etag == blob["etag"]
+    resp, _, _ = await download(base + "/redirect?to=/status/503%3Fretry=7")
+    assert (resp.status, resp.retry_after, resp.location) == (503, 7, None)
+
+
 async def test_relative_and_absolute_locations(http_server):
     blob = http_server["blobs"]["small"]
     for style in ("abs", "scheme", "path", "rel", "dotdot"):
@@ -608,6 +622,21 @@ async def test_body_path_allocation_is_small_and_independent_of_chunk_size(http_
     # no buffer, no bytes object, nothing that grows with the chunk.
     assert max(per_call) <= 256, per_call
     assert abs(per_call[0] - per_call[1]) <= 32, per_call
+
+
+async def test_a_response_has_few_instance_attributes(http_server):
+    # Their table is one block: beyond 17 attributes it needs a hole of 368 bytes or more
+    # (64-bit), which a fragmented heap may not have (docs/delta.md, "Memory and speed"). A
+    # plain answer with ETag and Last-Modified, and a 206 with a Content-Range too, stay
+    # within 17.
+    base = http_server["base"] + "/blob/small"
+    blob = http_server["blobs"]["small"]
+    resp, _, _ = await download(base)
+    assert resp.etag == blob["etag"] and resp.last_modified == blob["last_modified"]
+    assert len(resp.__dict__) <= 16, sorted(resp.__dict__)
+    resp, _, _ = await download(base, range_start=10, if_range=blob["etag"])
+    assert resp.status == 206 and resp.content_range is not None
+    assert len(resp.__dict__) <= 17, sorted(resp.__dict__)
 
 
 async def test_repeated_downloads_do_not_leak(http_server):
