@@ -6,7 +6,8 @@
 #   MPFOTA_FROZEN      "0": device/ is not visible as frozen modules (deployed files only)
 #   MPFOTA_REPL        "1": boot, then stay in the REPL (with `micropython -i`) instead of main.py
 # A board directory may hold romfs.img, the board's ROMFS partition (`mpfota board init
-# --romfs`): it is mounted at /rom and put first on sys.path, as MicroPython's _boot.py does.
+# --romfs/--romfs-size`): its image is mounted at /rom and put first on sys.path, as
+# MicroPython's _boot.py does, and `vfs.rom_ioctl` writes it (vrom.py).
 # Exit codes are listed in docs/architecture.md.
 import os
 import sys
@@ -20,29 +21,55 @@ _here = _absolute(__file__).rsplit("/", 1)[0]
 _repo = _here.rsplit("/", 2)[0]
 
 
-def _mount_romfs(path):
-    # A real board maps its ROMFS partition from flash; this one reads it into one block of
-    # heap first thing at boot (the bench subtracts that block). A bad image is reported and
-    # left out: the board boots from its filesystem as it would without one.
-    import vfs
+def _romfs_length(head):
+    # Bytes of the ROMFS image that starts with `head` (its first 8 bytes), 0 when there is
+    # none: the header d2 cd 31, the payload length as a varint (7 bits a byte, most
+    # significant group first), then the payload.
+    if head[:3] != b"\xd2\xcd\x31":
+        return 0
+    n = 0
+    for i in range(3, len(head)):
+        n = (n << 7) | (head[i] & 0x7F)
+        if not head[i] & 0x80:
+            return i + 1 + n
+    return 0
 
+
+def _mount_romfs(path):
+    # The board's ROMFS partition, romfs.img, when it has one. A real board maps the image
+    # from flash; this one reads it into one block of heap first thing at boot (the bench
+    # subtracts that block). An erased partition is left unmounted, a damaged one reported:
+    # the board boots from its filesystem as it would without one. Either way `vfs` gets the
+    # partition's rom_ioctl (vrom.py) for mpremote romfs.
     try:
         size = os.stat(path)[6]
     except OSError:
         return False
+    import vfs
+
     try:
         vfs.umount("/rom")  # mounted by an earlier boot in this process (device tests)
     except OSError:
         pass
-    rom = bytearray(size)
     with open(path, "rb") as f:
+        head = f.read(8)
+        n = _romfs_length(head)
+        rom = bytearray(n if n <= size else 0)
+        f.seek(0)
         f.readinto(rom)
-    try:
-        vfs.mount(vfs.VfsRom(rom), "/rom")
-    except OSError as e:
-        print("bootrom: romfs.img is not a ROMFS image (%s); not mounted" % e)
-        return False
-    return True
+    mounted = False
+    if rom:
+        try:
+            vfs.mount(vfs.VfsRom(rom), "/rom")
+            mounted = True
+        except OSError:
+            pass
+    if not mounted and head[:1] != b"\xff":
+        print("bootrom: romfs.img holds no ROMFS image; not mounted")
+    import vrom
+
+    sys.modules["vfs"] = vrom.Vfs(*path.rsplit("/", 1))
+    return mounted
 
 
 def _mount_host_paths(romfs):
@@ -118,7 +145,7 @@ def boot(path=None, cut_after=0):
     # Bootloader, then the filesystem at / and the host modules as frozen ones. Returns the
     # open board, or None when nothing is bootable. Device tests call this directly.
     path = path or os.getenv("MPFOTA_FLASH")
-    romfs = _mount_romfs(path + "/romfs.img")
+    romfs = _mount_romfs(_absolute(path) + "/romfs.img")
     import vpartition
 
     if os.getenv("MPFOTA_FROZEN") != "0":

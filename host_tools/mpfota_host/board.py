@@ -98,6 +98,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         core_version=args.core_version,
         force=args.force,
         romfs=_romfs(args.romfs) if args.romfs else None,
+        romfs_size=args.romfs_size,
     )
     version = image.parse_header(core).version if core else args.core_version
     (s0, n0), (s1, n1) = cfg["slots"]
@@ -107,8 +108,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  ota_0   0x{s0:06x} +{n0}")
     print(f"  ota_1   0x{s1:06x} +{n1}")
     print(f"  fs      0x{fs_off:06x} +{fs_len}")
-    if args.romfs:
-        print(f"  romfs   {args.romfs} (mounted at /rom)")
+    if args.romfs or args.romfs_size:
+        size = (Path(args.flash) / vboard.ROMFS_IMG).stat().st_size
+        print(f"  romfs   {size} bytes, {args.romfs or 'erased'} (mounted at /rom)")
     print(f"  imei {cfg['imei']}  mac {cfg['mac']}  uid {cfg['uid']}")
     return 0
 
@@ -197,7 +199,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="version of the generated factory image (default 1.0.0)",
     )
     init.add_argument("--romfs", metavar="IMG",
-                      help="ROMFS partition image (mpfota romfs), mounted at /rom at boot")
+                      help="ROMFS image (mpfota romfs) for the board's ROMFS partition, "
+                      "mounted at /rom at boot")
+    init.add_argument("--romfs-size", type=_size, metavar="SIZE",
+                      help="give the board a ROMFS partition of SIZE (default with --romfs: "
+                      "256K, or the image rounded up to 4K)")
     init.add_argument("--force", action="store_true", help="replace an existing board")
     init.set_defaults(func=cmd_init)
 

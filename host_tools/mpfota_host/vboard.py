@@ -45,6 +45,7 @@ BOARD_JSON = "board.json"
 FLASH_BIN = "flash.bin"
 WAKE_JSON = "wake.json"
 ROMFS_IMG = "romfs.img"  # the board's ROMFS partition, mounted at /rom by bootrom
+DEFAULT_ROMFS_SIZE = 256 << 10
 POWER_CUT_MARK = "power_cut"  # left by the runner after a power cut: next boot's cause
 
 # Network adapters of the simulated board (boards/unix/vnet.py); lower priority number wins.
@@ -168,16 +169,34 @@ def program_slot(directory: str | os.PathLike, slot: int, data: bytes) -> None:
         f.write(data)
 
 
-def install_romfs(directory: str | os.PathLike, data: bytes | None) -> None:
-    """Give the board a ROMFS partition holding `data` (`mpfota romfs`), or none."""
-    path = Path(directory) / ROMFS_IMG
-    if data is None:
-        path.unlink(missing_ok=True)
-        return
-    from . import romfs
+def romfs_partition(data: bytes | None, size: int | None = None) -> bytes | None:
+    """The bytes of a ROMFS partition of `size` (default: DEFAULT_ROMFS_SIZE, or the image
+    rounded up to a sector) holding `data`, an image of `mpfota romfs`, then erased bytes; None
+    (no partition) when neither is given."""
+    if data is None and size is None:
+        return None
+    data = data or b""
+    if data:
+        from . import romfs
 
-    romfs.check(data, "the romfs data")
-    path.write_bytes(data)
+        romfs.check(data, "the romfs data")
+    if size is None:
+        size = max(DEFAULT_ROMFS_SIZE, _align(len(data), SECTOR))
+    if size <= 0 or size % SECTOR or size < len(data):
+        raise UserError(f"a ROMFS partition of {size} bytes cannot hold a {len(data)}-byte "
+                        f"image (it must be a positive multiple of {SECTOR}, at least the image)")
+    return data + b"\xff" * (size - len(data))
+
+
+def install_romfs(directory: str | os.PathLike, data: bytes | None,
+                  size: int | None = None) -> None:
+    """Give the board the ROMFS partition `romfs_partition(data, size)`, or none."""
+    path = Path(directory) / ROMFS_IMG
+    partition = romfs_partition(data, size)
+    if partition is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(partition)
 
 
 def init(
@@ -190,11 +209,13 @@ def init(
     adapters: list[dict] | None = None,
     force: bool = False,
     romfs: bytes | None = None,
+    romfs_size: int | None = None,
 ) -> dict:
     """Create a board: board.json, an erased flash.bin, and a core image in slot 0.
 
     Without `core_image`, a small factory image labelled `core_version` is used; `romfs`, an
-    image of `mpfota romfs`, becomes the board's ROMFS partition. Identity
+    image of `mpfota romfs`, fills the board's ROMFS partition (`romfs_size` bytes, see
+    install_romfs). Identity
     fields not given are derived from the directory's absolute path (stable across re-inits).
     Returns the board.json content.
     """
@@ -210,6 +231,7 @@ def init(
         raise UserError(
             f"the core image ({len(core_image)} bytes) does not fit a {slot_size}-byte slot"
         )
+    partition = romfs_partition(romfs, romfs_size)
     ident = make_identity(str(d.resolve()))
     ident.update(identity or {})
     cfg.update(ident)
@@ -227,7 +249,9 @@ def init(
         except OSError as exc:
             raise UserError(f"cannot create a board in {d}: {exc.strerror or exc}") from None
         program_slot(d, 0, core_image)
-        install_romfs(d, romfs)
+        (d / ROMFS_IMG).unlink(missing_ok=True)
+        if partition is not None:
+            (d / ROMFS_IMG).write_bytes(partition)
     return cfg
 
 

@@ -110,6 +110,7 @@ CASES = [
     Case("romfs-out", "romfs -o body.bin/x.romfs --arch x64", "cannot write"),
     Case("romfs-port", "romfs -o x.romfs --port no-such-tty", "cannot query the board"),
     Case("board-init-romfs", "board init --flash b --romfs body.bin", "not a ROMFS image"),
+    Case("board-init-romfs-size", "board init --flash b --romfs-size 1000", "positive multiple"),
     Case("demo-flash", "demo --flash body.bin", "not a virtual board"),
     Case("bench-size", "bench --sizes 12Q", "unknown size"),
     Case("bench-repeat", "bench --repeat 0 --no-delta", "repeat"),

@@ -10,7 +10,7 @@ import io
 import subprocess
 
 import pytest
-from boardfixtures import mpfota, served_board  # noqa: F401
+from boardfixtures import mpfota, mpremote, serve, served_board  # noqa: F401
 from images import core_image
 from mpfota_host import paths, romfs, vboard
 
@@ -101,14 +101,14 @@ def test_an_update_runs_with_the_modules_in_romfs(image_file, http_server, tmp_p
 def test_a_damaged_partition_is_reported_and_the_board_boots_without_it(image_file, tmp_path):
     board = tmp_path / "b"
     vboard.init(board, slot_size=256 << 10, fs_size=128 << 10, romfs=image_file.read_bytes())
-    (board / vboard.ROMFS_IMG).write_bytes(b"\x00" * 64)  # the partition erased or overwritten
+    (board / vboard.ROMFS_IMG).write_bytes(b"\x00" * 4096)  # the partition overwritten
     app = tmp_path / "app.py"
     app.write_text("import sys, mpfota\nprint('imported', mpfota.__file__, sys.path[0])\n")
     out = io.BytesIO()
     code = vboard.run(board, app=app, max_boots=1, timeout=60, stream=out)
     text = out.getvalue().decode(errors="replace")
     assert code == 0, text
-    assert "bootrom: romfs.img is not a ROMFS image" in text
+    assert "bootrom: romfs.img holds no ROMFS image; not mounted" in text
     assert "imported /.rom" in text and "/rom/" not in text.split("imported", 1)[1]
 
 
@@ -117,3 +117,64 @@ def test_deploy_romfs_to_a_board_without_romfs_is_one_clear_line(served_board): 
     proc = mpfota("deploy", "--port", served_board.port, "--romfs", timeout=180)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "romfs deploy to" in proc.stderr and "ROMFS is not enabled" in proc.stderr
+
+
+def test_deploy_romfs_writes_the_partition_of_a_served_board(tmp_path):
+    # A board with an erased 256 KiB ROMFS partition, served on a pty: `mpfota deploy --romfs`
+    # writes it through the real mpremote (vfs.rom_ioctl of the virtual board), the next boot
+    # imports the modules from /rom, and `mpremote romfs query` reads the image back.
+    directory = tmp_path / "board"
+    init = mpfota("board", "init", "--flash", str(directory), "--romfs-size", "256K")
+    assert init.returncode == 0, init.stderr
+    assert "romfs   262144 bytes, erased" in init.stdout
+    board = serve(directory, "--no-frozen")
+    try:
+        before = mpremote(board.port, "exec", "import mpfota")
+        assert before.returncode != 0 and "ImportError" in before.stdout + before.stderr
+        proc = mpfota("deploy", "--port", board.port, "--romfs", timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "deploy: done; modules are in :/rom" in proc.stdout
+        image = (paths.BUILD / "deploy" / "unix.romfs").read_bytes()
+        partition = (directory / vboard.ROMFS_IMG).read_bytes()
+        assert len(partition) == 256 << 10 and partition.startswith(image)
+        written = -(-len(image) // 4096) * 4096  # mpremote pads its last 4 KiB chunk with 0
+        assert partition[written:] == b"\xff" * (len(partition) - written)
+        show = "import mpfota.download, sys; print(mpfota.download.__file__, sys.path[0])"
+        after = mpremote(board.port, "soft-reset", "exec", show)
+        assert after.returncode == 0, after.stdout + after.stderr
+        assert "/rom/mpfota/download.mpy /rom" in after.stdout
+        query = mpremote(board.port, "romfs", "query")
+        assert query.returncode == 0, query.stderr
+        # mpremote prints the payload's size: the image less its header and 3-byte length
+        assert f"ROMFS image size: {len(image) - 6}" in query.stdout
+    finally:
+        board.stop()
+
+
+def test_rom_ioctl_keeps_to_its_partition_and_to_nor_flash(tmp_path):
+    # The virtual board's vfs.rom_ioctl, called as mpremote calls it: writes outside the
+    # partition are refused; a write over bytes not erased only clears bits (NOR flash).
+    directory = tmp_path / "board"
+    vboard.init(directory, slot_size=128 << 10, fs_size=64 << 10, romfs_size=8192)
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import vfs\n"
+        "print('parts', vfs.rom_ioctl(1), vfs.rom_ioctl(2, 1), vfs.rom_ioctl(6, 0))\n"
+        "print('len', len(vfs.rom_ioctl(2, 0)))\n"
+        "print('min', vfs.rom_ioctl(3, 0, 0, 4096))\n"
+        "vfs.rom_ioctl(4, 0, 0, b'\\x0f\\xf0')\n"
+        "vfs.rom_ioctl(4, 0, 0, b'\\x3c\\x3c')\n"
+        "print('mem', bytes(vfs.rom_ioctl(2, 0)[:3]))\n"
+        "try:\n"
+        "    vfs.rom_ioctl(4, 0, 8190, b'abcd')\n"
+        "except ValueError as e:\n"
+        "    print('refused', e)\n"
+    )
+    out = io.BytesIO()
+    code = vboard.run(directory, app=app, max_boots=1, timeout=60, stream=out)
+    text = out.getvalue().decode(errors="replace")
+    assert code == 0, text
+    assert "parts 1 -19 4096" in text and "len 8192" in text and "min 4" in text
+    assert "mem b'\\x0c0\\xff'" in text  # 0x0f & 0x3c, 0xf0 & 0x3c; the next byte erased
+    assert "refused outside the ROMFS partition" in text
+    assert (directory / vboard.ROMFS_IMG).read_bytes()[:3] == b"\x0c\x30\xff"
