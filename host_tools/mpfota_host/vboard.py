@@ -191,8 +191,11 @@ def romfs_partition(data: bytes | None, size: int | None = None) -> bytes | None
 def install_romfs(directory: str | os.PathLike, data: bytes | None,
                   size: int | None = None) -> None:
     """Give the board the ROMFS partition `romfs_partition(data, size)`, or none."""
-    path = Path(directory) / ROMFS_IMG
-    partition = romfs_partition(data, size)
+    _place_romfs(Path(directory), romfs_partition(data, size))
+
+
+def _place_romfs(directory: Path, partition: bytes | None) -> None:
+    path = directory / ROMFS_IMG
     if partition is None:
         path.unlink(missing_ok=True)
     else:
@@ -213,10 +216,10 @@ def init(
 ) -> dict:
     """Create a board: board.json, an erased flash.bin, and a core image in slot 0.
 
-    Without `core_image`, a small factory image labelled `core_version` is used; `romfs`, an
-    image of `mpfota romfs`, fills the board's ROMFS partition (`romfs_size` bytes, see
-    install_romfs). Identity
-    fields not given are derived from the directory's absolute path (stable across re-inits).
+    Without `core_image`, a small factory image labelled `core_version` is used. `romfs` (an
+    image of `mpfota romfs`) and `romfs_size` give the board a ROMFS partition, see
+    `romfs_partition`. Identity fields not given are derived from the directory's absolute
+    path (stable across re-inits).
     Returns the board.json content.
     """
     d = Path(directory)
@@ -249,9 +252,7 @@ def init(
         except OSError as exc:
             raise UserError(f"cannot create a board in {d}: {exc.strerror or exc}") from None
         program_slot(d, 0, core_image)
-        (d / ROMFS_IMG).unlink(missing_ok=True)
-        if partition is not None:
-            (d / ROMFS_IMG).write_bytes(partition)
+        _place_romfs(d, partition)
     return cfg
 
 
