@@ -18,7 +18,7 @@ from time import ticks_diff, ticks_ms
 from micropython import const
 
 from mpfota import http, log
-from mpfota.deltastream import Applier, PatchError, apply_stream
+from mpfota.deltastream import Applier, PatchError, apply_stream, take_blocks
 from mpfota.errors import BASE, FOTA_ERROR, FotaError
 from mpfota.slot import CHECKPOINT_MS, Slot
 
@@ -63,6 +63,12 @@ class _Sink:
 
             header = binascii.hexlify(self.ap.header).decode()
         self.slot.checkpoint(self.key, [patch_at, unit, header, self.validator])
+        # The record's transient objects lie in the hole the next decoder is about to take:
+        # collected now, or that decoder's state could land in the part they left free and
+        # its window then find no hole (a journal write costs far more than this).
+        import gc
+
+        gc.collect()
 
 
 def _decoder(src, wbits):
@@ -71,12 +77,13 @@ def _decoder(src, wbits):
     return deflate.DeflateIO(src, deflate.RAW, wbits)
 
 
-def applier(slot, key=None, every=1 << 30, every_ms=0):
+def applier(slot, key=None, every=1 << 30, every_ms=0, blocks=None):
     # An Applier writing into the door `slot`, its base the running slot; resume records under
     # `key` at most every `every` output bytes and every_ms milliseconds (none by default: a
-    # package section).
+    # package section); blocks: what take_blocks(_UNIT_MAX, _decoder) gave (taken here when
+    # None).
     sink = _Sink(slot, key, every, every_ms)
-    sink.ap = Applier(sink, slot.running, _decoder, _UNIT_MAX)
+    sink.ap = Applier(sink, slot.running, _decoder, _UNIT_MAX, blocks)
     return sink.ap
 
 
@@ -85,9 +92,11 @@ def _fail(msg, reason=None):
     return FotaError(FOTA_ERROR, "delta: " + msg, reason)
 
 
-async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, progress=None,
-                slot=None, checkpoint=None, md5=None, sha256=None, size=None, **request):
-    """Apply the format-2 patch at `url` into the spare slot as it downloads; verify; switch
+def fetch(url, *args, **kw):
+    """fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, progress=None,
+    slot=None, checkpoint=None, md5=None, sha256=None, size=None, **request)
+
+    Apply the format-2 patch at `url` into the spare slot as it downloads; verify; switch
     when `switch`. `request` goes to mpfota.http.request (headers, server_cert, ...).
     progress(done, total) is called as output is written; the apply state is saved for a
     resume at most every `checkpoint` output bytes (by default CHECKPOINT bytes and at most
@@ -95,7 +104,18 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     (Aliyun's job), checked before anything is switched; a hash cannot be saved, so with them
     a power cut starts the patch again from byte 0. Returns the patch header. A bad
     patch raises FotaError(-9, "delta: <cause>"), logged, with nothing switched; transport
-    failures raise http.HTTPError once `retries` reconnections have not helped."""
+    failures raise http.HTTPError once `retries` reconnections have not helped.
+
+    `await fetch(...)`: fetch is not a coroutine function itself, it returns _fetch's coroutine;
+    the Applier's large blocks are taken when it is called, before the coroutine's own frame
+    (half a KB) and the door's objects, while the heap's one large hole is whole (2 KiB less
+    heap in the bench, docs/delta.md "Memory and speed")."""
+    return _fetch(take_blocks(_UNIT_MAX, _decoder), url, *args, **kw)
+
+
+async def _fetch(blocks, url, version=None, switch=True, retries=3, timeout_ms=600000,
+                 progress=None, slot=None, checkpoint=None, md5=None, sha256=None, size=None,
+                 **request):
     import binascii
     import time
 
@@ -104,7 +124,8 @@ async def fetch(url, version=None, switch=True, retries=3, timeout_ms=600000, pr
     # No resume records with patch digests: they could not carry the hashes.
     every = 1 << 30 if hashed.on else checkpoint or CHECKPOINT
     every_ms = 0 if checkpoint else CHECKPOINT_MS
-    ap = applier(slot, url, every, every_ms)
+    ap = applier(slot, url, every, every_ms, blocks)
+    blocks = None  # the Applier's now (a new Applier below takes its own)
     if hashed.on:
         slot.forget()
         slot.restart()

@@ -61,8 +61,9 @@ _LEFT = const(25)  # output bytes of the unit not written yet
 _PCRC = const(26)  # CRC-32 of the unit's packed bytes so far
 _OCRC = const(27)  # CRC-32 of its output so far
 _SRC = const(28)  # size of the unit buffer
-ST_LEN = const(29)
-_DECODER_ROOM = const(2560)  # a decoder's state (uzlib: ~1.3 KB) and a 1 KiB window (w10)
+_CKPT = const(29)  # patch offset of a checkpoint not given to the sink yet (0: none)
+ST_LEN = const(30)
+_ROOM_WBITS = const(10)  # the window of the decoder the room is made for (the generator's)
 # raw[:RAW_TAIL] holds the unread tail of the decoded bytes (at most 11: part of an op header or
 # an entry), in front of the bytes decoded next.
 RAW_TAIL = const(16)
@@ -407,6 +408,23 @@ def _unit_source(size):
         return io.BytesIO()
 
 
+def take_blocks(unit_max, decoder):
+    # The Applier's blocks of more than a few hundred bytes, taken together (for
+    # Applier(blocks=...), with the same unit_max): a caller takes them first, while the heap's one large hole is
+    # whole. The unit buffer (unit_max bytes), the decoded-bytes buffer, and room for the
+    # first decoder: a decoder of the empty unit buffer, made to take its state and window
+    # (their true size on any port: 2.4 KB at w10 on a 64-bit one) and dropped just before
+    # the first real decoder is made, which then finds a hole its size.
+    src = _unit_source(unit_max)
+    raw = bytearray(RAW_TAIL + RAW_BUF)
+    room = decoder(src, _ROOM_WBITS)
+    try:
+        room.readinto(raw)  # nothing to read: it ends in EOFError once its blocks are made
+    except (OSError, EOFError):
+        pass
+    return [src, room, raw]
+
+
 class Applier:
     """Rebuild the new image from the base and a patch that arrives in pieces.
 
@@ -416,28 +434,34 @@ class Applier:
     bytes feed() takes next before it stops (so a caller may read them into a scratch area
     that step() then overwrites). end() says the patch is over. The sink takes the output the
     way the slot door does: space() is the free part of its sector buffer, advance(n) takes n
-    bytes written there (a full sector goes to flash); checkpoint(state) comes after a unit
+    bytes written there (a full sector goes to flash); checkpoint(state) is about a unit
     ending on a sector boundary, where state = (patch offset, output offset, next unit) is
-    what resume() needs to carry on from there. read_old(pos, mv) fills mv with base bytes
+    what resume() needs to carry on from there: it comes once the next unit's bytes are all
+    in, before that unit is applied (nothing is written in between). read_old(pos, mv) fills mv with base bytes
     (or read_old is the base's partition: readblocks(block, buf, offset), ioctl(5, 0) its block
     size); decoder(src, wbits) reads the raw DEFLATE data in src (deflate.DeflateIO on the
     board). Anything wrong raises PatchError."""
 
-    def __init__(self, sink, read_old, decoder, unit_max=0):
-        # unit_max: allocate the unit buffer now, while the heap is still in one piece (the
-        # patch header may ask for a bigger one later). The numbers live in st and the unit
-        # header in head: an instance of more than 17 attributes has a dict the heap's small
-        # holes cannot hold (12 more cost 4 KiB of heap).
+    def __init__(self, sink, read_old, decoder, unit_max=0, blocks=None):
+        # unit_max: take the large blocks (take_blocks()) now, while the heap is still in one
+        # piece, with a unit buffer of unit_max bytes (the patch header may ask for a bigger
+        # one later), unless `blocks` gives them. The numbers live in st and the unit header
+        # in head: an instance of more than 17 attributes has a dict the heap's small holes
+        # cannot hold (12 more cost 4 KiB of heap).
         import array
 
-        self.src = _unit_source(unit_max) if unit_max else None
-        # Room for the first decoder (its state and window: about 2.4 KB at w10), taken now
-        # and dropped just before that decoder is made: later the heap may only have small
-        # holes left, and a decoder's blocks must each be in one piece. When the decoder finds
-        # no such hole the collection its allocation starts frees the room for it.
-        self.room = bytearray(_DECODER_ROOM) if unit_max else None
-        self.raw = bytearray(RAW_TAIL + RAW_BUF)
-        self.st = array.array("I", [0] * ST_LEN)  # the interpreter's state, then _FILL.._SRC
+        if blocks is None and unit_max:
+            blocks = take_blocks(unit_max, decoder)
+        if blocks is not None:
+            # The room for the first decoder is dropped just before that decoder is made:
+            # later the heap may only have small holes left, and a decoder's blocks must each
+            # be in one piece. When the decoder finds no such hole the collection its
+            # allocation starts frees the room for it.
+            self.src, self.room, self.raw = blocks
+        else:
+            self.src = self.room = None
+            self.raw = bytearray(RAW_TAIL + RAW_BUF)
+        self.st = array.array("I", [0] * ST_LEN)  # the interpreter's state, then _FILL.._CKPT
         self.st[_SRC] = unit_max
         self.head = bytearray(HEADER_SIZE)  # the patch header, then each unit header
         self.sink = sink
@@ -565,10 +589,18 @@ class Applier:
         self.src.seek(0)
         # The new decoder's state and window (2.4 KB at w10, each block in one piece) take the
         # hole the last one leaves (or the room, for the first): its object is made while the
-        # last one is still held and nothing else is made before its blocks (when the heap is
-        # short, the collection that allocation starts frees the hole just for them).
+        # last one is still held and nothing else long-lived is made before its blocks (when
+        # the heap is short, the collection that allocation starts frees the hole just for
+        # them).
         self.dec = self.decoder(self.src, self.h.wbits)
         self.room = None
+        if st[_CKPT]:
+            # The checkpoint of the unit before, given only now: the transient objects of a
+            # resume record (a journal write) find the hole of the last decoder free, where
+            # they would find no hole while it is held.
+            ck = st[_CKPT]
+            st[_CKPT] = 0
+            self.sink.checkpoint((ck, self.out_at, self.unit))
         try:
             n = self.cb_more()  # the first decoded bytes: the decoder's blocks are made here
         except (OSError, EOFError) as e:
@@ -665,6 +697,7 @@ class Applier:
             if self.unit != h.units:
                 raise PatchError("output complete after %d of %d units" % (self.unit, h.units))
             self.phase = _DONE
+            self.dec = self.src = None  # 6.5 KB for what comes after (verify, the journal)
             return
         if self.unit == h.units:
             raise PatchError("output shorter than announced: %d of %d bytes"
@@ -672,7 +705,7 @@ class Applier:
         self.phase = _UNIT_HEAD
         st[_FILL] = 0
         if self.out_at % h.sector == 0:
-            self.sink.checkpoint((self.patch_at, self.out_at, self.unit))
+            st[_CKPT] = self.patch_at  # given to the sink when the next decoder is made
 
 
 async def apply_stream(ap, stream, progress=None):

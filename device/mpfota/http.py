@@ -162,7 +162,7 @@ class Response:
     # attributes live in one table, and with more than 17 of them that table (592 bytes at 33)
     # needs a hole a fragmented heap may not have (docs/delta.md, "Memory and speed"). The
     # watchdog's state and the limits are one list (_w), the connection's flags one number.
-    url = None
+    # The class's own table stays within 29 entries (464 bytes) for the same reason.
     redirects = 0
     content_range = None
     chunked = False
@@ -170,7 +170,6 @@ class Response:
     last_modified = None
     location = None
     retry_after = None
-    _ctx = None  # the TLS context, made once per transaction
     _chunks = 0  # chunks begun (mpfota.httpchunk)
 
     def __init__(self, buf, connect_ms, read_ms, deadline_ms):
@@ -281,16 +280,11 @@ class Response:
             from mpfota import httptls
 
             try:
-                if self._ctx is None:
-                    self._ctx = httptls.context(*tls)
-                self._sock = httptls.wrap(self._ctx, s, host)
+                if tls[4] is None:  # the context: made once per transaction
+                    tls[4] = httptls.context(*tls[:4])
+                self._sock = httptls.wrap(tls[4], s, host)
             except (ValueError, OSError) as e:
                 raise HTTPError(ERR_CONNECT, "TLS setup failed: %s" % _cause(e))
-
-    def _disconnect(self):
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
     async def _send(self, data):
         # The TLS handshake runs inside these writes, so every failure here is a connect failure.
@@ -300,7 +294,8 @@ class Response:
             try:
                 n = self._sock.write(mv[off:])
             except (OSError, ValueError) as e:
-                raise HTTPError(ERR_CONNECT, "%s failed: %s" % (self._what(), _cause(e)))
+                raise HTTPError(ERR_CONNECT, "%sconnection failed: %s"
+                                % ("TLS " if self._flags & _F_TLS else "", _cause(e)))
             if n is None:
                 await self._wait(True, _T_SEND)
             else:
@@ -316,25 +311,15 @@ class Response:
             self._flags |= _F_ANSWERED
         return r
 
-    async def _recv(self, mv, n):
-        # Read up to n bytes into mv[:n]; 0 at EOF. Waits only when nothing is available.
-        r = self._read_now(mv, n)
-        while r is None:
-            await self._wait(False, _T_READ)
-            r = self._read_now(mv, n)
-        return r
-
     def _rx_error(self, e):
         if not self._flags & _F_ANSWERED:
             # Includes TLS failures that show only when the server's answer is read (TLS 1.3
             # sends a client certificate rejection after the handshake).
-            return HTTPError(ERR_CONNECT, "%s failed: %s" % (self._what(), _cause(e)))
+            return HTTPError(ERR_CONNECT, "%sconnection failed: %s"
+                             % ("TLS " if self._flags & _F_TLS else "", _cause(e)))
         if isinstance(e, OSError) and e.errno in _CLOSED_ERRNOS:
             return HTTPError(ERR_CLOSE, "connection closed by the server: %s" % _cause(e))
         return HTTPError(ERR_RX, "receive failed: %s" % _cause(e))
-
-    def _what(self):
-        return "TLS connection" if self._flags & _F_TLS else "connection"
 
     # ------------------------------------------------------------- response head
 
@@ -350,7 +335,11 @@ class Response:
             buf[: len(keep)] = keep
             self._pos, self._end = 0, len(keep)
         end = self._end
-        n = await self._recv(memoryview(buf)[end:] if end else buf, len(buf) - end)
+        mv = memoryview(buf)[end:] if end else buf
+        n = self._read_now(mv, len(buf) - end)  # 0 at EOF; waits only when nothing is there
+        while n is None:
+            await self._wait(False, _T_READ)
+            n = self._read_now(mv, len(buf) - end)
         self._end = end + n
         return n > 0
 
@@ -545,7 +534,9 @@ class Response:
         if st[_W_TASK] is not None:
             st[_W_TASK].cancel()
             st[_W_TASK] = None
-        self._disconnect()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     async def aclose(self):
         self.close()
@@ -591,7 +582,8 @@ class Response:
                 raise HTTPError(ERR_STATE, "redirect loop at %s" % nxt)
             if self.status == 303 and method != "HEAD":
                 method, body = "GET", None
-            self._disconnect()
+            self._sock.close()  # the next hop connects anew
+            self._sock = None
             url = nxt
         self.url = url
         if seen:
@@ -660,7 +652,7 @@ async def request(
     if if_range is not None and ("\r" in if_range or "\n" in if_range):
         raise HTTPError(ERR_STATE, "bad if_range")
     resp = Response(buf, connect_timeout_ms, read_timeout_ms, deadline_ms)
-    tls = (server_cert, client_cert, client_key, client_password)
+    tls = [server_cert, client_cert, client_key, client_password, None]
     try:
         await resp._run(method, url, headers, body, range_start, if_range, tls, max_redirects,
                         follow_redirects)

@@ -584,3 +584,70 @@ def test_the_routes_know_the_streamed_patch_magic():
 
     magic = deltastream.MAGIC + bytes([deltastream.VERSION])
     assert download._DELTA_MAGIC == magic and package._STREAMED_DELTA == magic
+
+
+def test_checkpoints_come_with_the_next_unit_and_the_blocks_go_at_the_end(delta_stream_pairs):
+    # A checkpoint is about a unit ending on a sector boundary, but it is given only once the
+    # next unit's bytes are all in (its decoder made, the last one dropped: a resume record's
+    # transient objects find that hole free), with nothing written past the boundary yet.
+    # After the last unit the unit buffer and the decoder are let go.
+    import deflate
+    from mpfota import deltastream
+
+    pair = delta_stream_pairs[0]
+    with open(pair["old"], "rb") as f:
+        old = memoryview(f.read())
+    with open(pair["patch"], "rb") as f:
+        patch = f.read()
+    sector = memoryview(bytearray(4096))
+    fed = [0]
+    seen = []
+
+    class Sink:
+        fill = 0
+        written = 0
+
+        def space(self):
+            return sector[self.fill:]
+
+        def advance(self, n):
+            self.fill = (self.fill + n) % 4096
+            self.written += n
+
+        def checkpoint(self, state):
+            seen.append((state, fed[0], self.written))
+
+    def read_old(pos, mv):
+        mv[:] = old[pos:pos + len(mv)]
+
+    sink = Sink()
+    ap = deltastream.Applier(sink, read_old,
+                             lambda src, w: deflate.DeflateIO(src, deflate.RAW, w), 512)
+    one = memoryview(patch)
+    while fed[0] < len(patch):  # a byte at a time: fed[0] is exactly what feed() has taken
+        fed[0] += 1
+        assert ap.feed(one[fed[0] - 1:fed[0]]) == 1
+        while ap.step():
+            pass
+    ap.end()
+    assert len(seen) >= 2, seen
+    for (patch_at, out_at, unit), given, written in seen:
+        assert out_at % 4096 == 0 and out_at == written, (out_at, written)
+        assert given > patch_at + deltastream.UNIT_SIZE, (patch_at, given)
+    assert ap.src is None and ap.dec is None
+
+
+def test_fetch_takes_the_large_blocks_when_called(delta_stream, delta_stream_board):
+    # Before its coroutine runs (and before its frame is made): the unit buffer, the
+    # decoded-bytes buffer and the room for the first decoder, a decoder's state and window.
+    import gc
+
+    vb.boot()
+    from mpfota import deltafetch
+
+    gc.collect()
+    before = gc.mem_alloc()
+    coro = deltafetch.fetch(delta_stream["url"])
+    taken = gc.mem_alloc() - before
+    coro.close()
+    assert taken >= 4096 + 528 + 1024 + 1024, taken
