@@ -410,11 +410,11 @@ def _unit_source(size):
 
 def take_blocks(unit_max, decoder):
     # The Applier's blocks of more than a few hundred bytes, taken together (for
-    # Applier(blocks=...), with the same unit_max): a caller takes them first, while the heap's one large hole is
-    # whole. The unit buffer (unit_max bytes), the decoded-bytes buffer, and room for the
-    # first decoder: a decoder of the empty unit buffer, made to take its state and window
-    # (their true size on any port: 2.4 KB at w10 on a 64-bit one) and dropped just before
-    # the first real decoder is made, which then finds a hole its size.
+    # Applier(blocks=...), with the same unit_max): a caller takes them first, while the
+    # heap's one large hole is whole. The unit buffer (unit_max bytes), the decoded-bytes
+    # buffer, and room for the first decoder: a decoder of the empty unit buffer, made to take
+    # its state and window (their true size on any port: 2.4 KB at w10 on a 64-bit one) and
+    # dropped just before the first real decoder is made, which then finds a hole its size.
     src = _unit_source(unit_max)
     raw = bytearray(RAW_TAIL + RAW_BUF)
     room = decoder(src, _ROOM_WBITS)
@@ -437,10 +437,10 @@ class Applier:
     bytes written there (a full sector goes to flash); checkpoint(state) is about a unit
     ending on a sector boundary, where state = (patch offset, output offset, next unit) is
     what resume() needs to carry on from there: it comes once the next unit's bytes are all
-    in, before that unit is applied (nothing is written in between). read_old(pos, mv) fills mv with base bytes
-    (or read_old is the base's partition: readblocks(block, buf, offset), ioctl(5, 0) its block
-    size); decoder(src, wbits) reads the raw DEFLATE data in src (deflate.DeflateIO on the
-    board). Anything wrong raises PatchError."""
+    in, before that unit is applied (nothing is written in between). read_old(pos, mv) fills
+    mv with base bytes (or read_old is the base's partition: readblocks(block, buf, offset),
+    ioctl(5, 0) its block size); decoder(src, wbits) reads the raw DEFLATE data in src
+    (deflate.DeflateIO on the board). Anything wrong raises PatchError."""
 
     def __init__(self, sink, read_old, decoder, unit_max=0, blocks=None):
         # unit_max: take the large blocks (take_blocks()) now, while the heap is still in one
