@@ -26,6 +26,9 @@ On the ESP8266 MicroPython v1.9.4 -> v1.10 pair (shared/corpus/firmware), in one
     delta.http_heap_kb            the same for only downloading the patch (no apply), read into
                                   the door's sector buffer as deltafetch reads it: the part of
                                   working_heap_kb that is the HTTP request, not the applier
+    delta.romfs_working_heap_kb   working_heap_kb with the device modules in the board's ROMFS
+                                  partition (`mpfota romfs`): their bytecode out of the heap
+                                  and out of the way, as on a board with them in ROMFS or frozen
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import delta, deltastream, image, paths, vboard
-from .devicerun import DeviceRunner
+from . import delta, deltastream, image, paths, romfs, vboard
+from .devicerun import DeviceRunner, compiled
 from .errors import UserError
 
 CORPUS = paths.REPO.parent / "shared" / "corpus" / "firmware"
@@ -184,6 +187,13 @@ def apply_figures(old: bytes, new: bytes, repeat: int) -> Iterator[tuple[str, st
             yield ("delta.baseline_heap_kb", str(base_heap))
             yield ("delta.working_heap_kb", str(heap - base_heap))
             yield ("delta.http_heap_kb", str(dev.min_heap_kb(board, "get", url) - base_heap))
+            rom_board = work / "bench-board-romfs"
+            vboard.init(rom_board, slot_size=SLOT_SIZE, fs_size=256 * 1024, core_image=old_img,
+                        romfs=romfs.of_folder(compiled(work, paths.DEVICE)))
+            from_rom = DeviceRunner(work, script, [compiled(work, paths.BOARDS / "unix")])
+            heap, base_heap = (from_rom.min_heap_kb(rom_board, *run) for run in
+                               (("stream", url, "checkpoints"), ("baseline",)))
+            yield ("delta.romfs_working_heap_kb", str(heap - base_heap))
         finally:
             server.shutdown()
 

@@ -24,6 +24,7 @@ def test_delta_figures():
         "delta.baseline_heap_kb",
         "delta.working_heap_kb",
         "delta.http_heap_kb",
+        "delta.romfs_working_heap_kb",
     ):
         assert float(figures[name]) > 0, (name, figures)
     assert int(figures["delta.v1_patch_bytes"]) < int(figures["delta.detools_bytes"])
@@ -31,3 +32,5 @@ def test_delta_figures():
     assert figures["delta.staged_bytes"] == "0"
     assert int(figures["delta.min_heap_kb"]) > int(figures["delta.baseline_heap_kb"])
     assert int(figures["delta.working_heap_kb"]) > int(figures["delta.http_heap_kb"])
+    # With the modules in ROMFS the apply needs no more than with .mpy files in the heap.
+    assert int(figures["delta.romfs_working_heap_kb"]) <= int(figures["delta.working_heap_kb"])
