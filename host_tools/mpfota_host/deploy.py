@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import paths
@@ -32,7 +32,12 @@ from .helptext import examples
 from .progress import Progress
 
 BUILD = paths.BUILD / "deploy"
-QUERY = "import sys; print('MPFOTA', getattr(sys.implementation, '_mpy', 0), sys.platform)"
+# The .mpy version, the platform, and whether the firmware can write a ROMFS partition.
+QUERY = (
+    "import sys\n"
+    "try:\n import vfs; r = hasattr(vfs, 'rom_ioctl')\nexcept ImportError:\n r = False\n"
+    "print('MPFOTA', getattr(sys.implementation, '_mpy', 0), sys.platform, int(r))\n"
+)
 PLATFORM_BOARD = {"linux": "unix", "esp32": "esp32"}
 
 # MicroPython's native architectures, in the order of the MP_NATIVE_ARCH_* values (bits 10+ of
@@ -62,6 +67,7 @@ class Target:
     mpy_sub: int
     arch: str | None
     platform: str
+    romfs: bool = False  # the firmware has vfs.rom_ioctl (a ROMFS partition it can write)
 
     @property
     def mpy(self) -> str:
@@ -98,12 +104,13 @@ def _last_line(text: str) -> str:
 def query_target(port: str) -> Target:
     """Ask the board which .mpy version and architecture it loads."""
     proc = _mpremote(port, "exec", QUERY)
-    found = re.search(r"MPFOTA (\d+) (\S+)", proc.stdout)
+    found = re.search(r"MPFOTA (\d+) (\S+) ([01])", proc.stdout)
     if proc.returncode != 0 or not found:
         raise UserError(
             f"cannot query the board on {port}: {_last_line(proc.stderr + proc.stdout)}"
         )
-    return decode_mpy(int(found.group(1)), found.group(2))
+    target = decode_mpy(int(found.group(1)), found.group(2))
+    return replace(target, romfs=found.group(3) == "1")
 
 
 def mpy_cross_version(mpy_cross: str) -> tuple[int, int]:
@@ -344,6 +351,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(f"deploy: done; modules are in :{where} on {args.port}")
+    if target.romfs and not args.romfs:
+        print("deploy: this board has a ROMFS partition: `mpfota deploy --romfs` keeps the "
+              "modules' bytecode in flash instead of RAM (docs/install.md)")
     return 0
 
 

@@ -54,6 +54,7 @@ def test_make_deploy_then_the_board_imports_from_lib(served_board, tmp_path):  #
     )
     assert made.returncode == 0, made.stdout + made.stderr
     assert "(.mpy v6.3)" in made.stdout and "deploy: done" in made.stdout
+    assert "ROMFS partition" not in made.stdout  # no hint for firmware without ROMFS
     files = _board_files(port)
     device_modules = sorted(p.stem + ".mpy" for p in (paths.DEVICE / "mpfota").glob("*.py"))
     assert f"/lib/mpfota {device_modules}" in files

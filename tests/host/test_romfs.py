@@ -131,6 +131,9 @@ def test_deploy_romfs_writes_the_partition_of_a_served_board(tmp_path):
     try:
         before = mpremote(board.port, "exec", "import mpfota")
         assert before.returncode != 0 and "ImportError" in before.stdout + before.stderr
+        plain = mpfota("deploy", "--port", board.port, timeout=300)  # to /lib first
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        assert "this board has a ROMFS partition: `mpfota deploy --romfs`" in plain.stdout
         proc = mpfota("deploy", "--port", board.port, "--romfs", timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "deploy: done; modules are in :/rom" in proc.stdout
