@@ -287,15 +287,15 @@ class Response:
                 raise HTTPError(ERR_CONNECT, "TLS setup failed: %s" % _cause(e))
 
     async def _send(self, data):
-        # The TLS handshake runs inside these writes, so every failure here is a connect failure.
+        # The TLS handshake runs inside these writes, so every failure here is a connect failure
+        # (_rx_error's: nothing has been read on this connection yet).
         mv = memoryview(data)
         off = 0
         while off < len(mv):
             try:
                 n = self._sock.write(mv[off:])
             except (OSError, ValueError) as e:
-                raise HTTPError(ERR_CONNECT, "%sconnection failed: %s"
-                                % ("TLS " if self._flags & _F_TLS else "", _cause(e)))
+                raise self._rx_error(e)
             if n is None:
                 await self._wait(True, _T_SEND)
             else:
