@@ -29,8 +29,13 @@ class Vfs:
         if offset < 0 or n < 0 or offset + n > self._size:
             raise ValueError("outside the ROMFS partition")
 
-    def _store(self, offset, data):
+    def _store(self, offset, data, nor=False):
+        # nor: program as NOR flash does, clearing bits only (what was not erased first comes
+        # out garbled); else the bytes as they are (an erase writes 0xFF).
         with self._dir.open(self._name, "r+b") as f:
+            if nor:
+                f.seek(offset)
+                data = bytes(a & b for a, b in zip(f.read(len(data)), data))
             f.seek(offset)
             f.write(data)
         if self._mem is not None:
@@ -57,13 +62,10 @@ class Vfs:
                 raise ValueError("erase must start on a sector")
             self._store(offset, b"\xff" * n)
             return _MIN_WRITE
-        if op == 4:  # write: NOR flash only clears bits, so unerased bytes come out garbled
+        if op == 4:  # write
             offset, data = args
             self._span(offset, len(data))
-            with self._dir.open(self._name, "rb") as f:
-                f.seek(offset)
-                old = f.read(len(data))
-            self._store(offset, bytes(a & b for a, b in zip(old, data)))
+            self._store(offset, data, True)
             return 0
         if op == 5:  # end of writing: the new image mounts at the next boot
             return 0

@@ -339,18 +339,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         files.append((Path(args.app), "main.py"))
     if args.boot:
         files.append((Path(args.boot), "boot.py"))
-    where = "/rom" if args.romfs else "/lib"
-    if not files:
-        print(f"deploy: done; modules are in :{where} on {args.port}")
-        return 0
-    kind = f".mpy {target.mpy}" if compile_ else ".py sources"
-    print(f"deploy: {len(files)} files ({kind}) to {args.port} ({board} board)", flush=True)
-    progress = Progress("deploy", sum(src.stat().st_size for src, _ in files))
-    try:
-        copy(args.port, files, progress)
-    finally:
-        progress.close()
-    print(f"deploy: done; modules are in :{where} on {args.port}")
+    if files:
+        kind = f".mpy {target.mpy}" if compile_ else ".py sources"
+        print(f"deploy: {len(files)} files ({kind}) to {args.port} ({board} board)", flush=True)
+        progress = Progress("deploy", sum(src.stat().st_size for src, _ in files))
+        try:
+            copy(args.port, files, progress)
+        finally:
+            progress.close()
+    print(f"deploy: done; modules are in :{'/rom' if args.romfs else '/lib'} on {args.port}")
     if target.romfs and not args.romfs:
         print("deploy: this board has a ROMFS partition: `mpfota deploy --romfs` keeps the "
               "modules' bytecode in flash instead of RAM (docs/install.md)")
