@@ -88,10 +88,11 @@ class SimFlash:
             raise PowerCut()
 
     def read(self, addr, buf):
-        n = len(buf)
-        self._check(addr, n)
-        self._f.seek(addr)
-        self._f.readinto(buf)
+        if self.dead or addr < 0 or addr + len(buf) > self.size:
+            self._check(addr, len(buf))
+        f = self._f
+        f.seek(addr)
+        f.readinto(buf)
 
     def program(self, addr, data):
         n = len(data)

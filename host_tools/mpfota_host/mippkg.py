@@ -61,6 +61,7 @@ FEATURES: tuple[Feature, ...] = (
             "mpfota/__init__.py",
             "mpfota/bootapply.py",
             "mpfota/confirm.py",
+            "mpfota/crc32.py",
             "mpfota/errors.py",
             "mpfota/delta.py",
             "mpfota/deltafetch.py",
