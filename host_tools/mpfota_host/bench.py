@@ -15,8 +15,9 @@ Download figures (virtual board, loopback HTTP, device modules compiled with mpy
                                       / the engine; best of --repeat runs of each, alternated
     download.cpu_ratio.<size>         the same ratio in CPU time of the device process (boot
                                       included): steadier than wall time on a busy machine
-    download.min_heap_kb.<size>       smallest `micropython -X heapsize` (KiB) with which the
-                                      whole download path completes, found by bisection
+    download.min_heap_kb.<size>       smallest `micropython -X heapsize` (KiB) from which the
+                                      whole download path completes: found by bisection, and
+                                      the 4 sizes above it complete too (devicerun.STABLE_KB)
     download.baseline_heap_kb         the same for booting and importing the modules only
                                       (bytecode of .mpy files lives in the heap on the unix
                                       port; frozen or ROMFS code on a board does not)

@@ -18,7 +18,8 @@ On the ESP8266 MicroPython v1.9.4 -> v1.10 pair (shared/corpus/firmware), in one
                                   filesystem, the journal aside (0: the patch is never stored)
     delta.min_heap_kb             smallest `micropython -X heapsize` (KiB) with which the whole
                                   streamed apply completes (device modules compiled with
-                                  mpy-cross), found by bisection; with a resume record every
+                                  mpy-cross), found by bisection and checked for the 4 sizes
+                                  above it (as download.min_heap_kb); with a resume record every
                                   64 KiB of output (as a slow link makes them: the timed run is
                                   too fast for the default one-a-second gate)
     delta.baseline_heap_kb        the same for booting and importing mpfota.deltafetch only

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable
@@ -106,18 +107,62 @@ class DeviceRunner:
 
     def min_heap_kb(self, board: Path | Callable[[], Path], *args: str, low: int = 4,
                     high: int = 512) -> int:
-        """The smallest -X heapsize (KiB) with which the run completes, by bisection. `board`
-        may be a function giving the board for each run (a fresh copy when a run changes it)."""
-        def run(heap_kb: int) -> int | None:
-            return self.run(board() if callable(board) else board, *args, heap_kb=heap_kb)
+        """The smallest -X heapsize (KiB) from which the run completes (smallest_heap_kb).
+        Every run starts from the same board: a fresh copy of `board`, or what `board()`
+        gives when it is a function. (A run writes the journal, and the filesystem's state
+        moves the heap a run needs by a few KiB.)"""
+        fresh = board if callable(board) else fresh_copies(board)
 
-        if run(high) is None:
+        def completes(heap_kb: int) -> bool:
+            return self.run(fresh(), *args, heap_kb=heap_kb) is not None
+
+        try:
+            return smallest_heap_kb(completes, low, high)
+        except ValueError:
             raise UserError(f"{self.script.name} {' '.join(args)} does not complete even with "
-                            f"a {high} KiB heap")
-        while high - low > 1:
-            mid = (low + high) // 2
-            if run(mid) is None:
-                low = mid
-            else:
-                high = mid
-        return high
+                            f"a {high} KiB heap") from None
+
+
+def fresh_copies(board: Path) -> Callable[[], Path]:
+    """A function giving a fresh copy of `board` (beside it) at each call."""
+    copy = board.with_name(board.name + "-run")
+
+    def fresh() -> Path:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(board, copy)
+        return copy
+
+    return fresh
+
+
+# Near its smallest heap a run is not monotonic in the heap size: a block that finds no hole
+# at one size may find one at a smaller size, where the imports left the holes elsewhere.
+STABLE_KB = 4
+
+
+def smallest_heap_kb(completes: Callable[[int], bool], low: int, high: int,
+                     stable: int = STABLE_KB) -> int:
+    """The smallest heap size h (low < h <= high) at which `completes` holds and holds for
+    every size up to h + stable (or high): bisection finds a size that completes, then the
+    sizes above it are tried, and a failure among them moves h past it. ValueError when even
+    `high` does not complete."""
+    if not completes(high):
+        raise ValueError(f"does not complete with {high}")
+    top = high
+    while high - low > 1:
+        mid = (low + high) // 2
+        if completes(mid):
+            high = mid
+        else:
+            low = mid
+    h = high  # completes
+    k = h + 1  # the next size above it to try
+    while k <= min(h + stable, top):
+        if completes(k):
+            k += 1
+        else:
+            h = k + 1  # the next size that completes (top does) starts the window again
+            while h < top and not completes(h):
+                h += 1
+            k = h + 1
+    return h
