@@ -1,13 +1,14 @@
 # CRC-32 (the one of zlib and binascii.crc32) four bytes a step, in viper: "slicing by 4",
 # a 4 KiB table. MicroPython's binascii.crc32 looks up a 16-entry table twice per byte; this
 # is ~2.5 times faster on the unix port. The door (mpfota.slot) uses it for the resume CRC of
-# long downloads, where that CRC is most of the engine's own work (docs/engine.md, "Resume").
+# long downloads, where that CRC is most of the engine's own work (docs/engine.md, "Memory").
 #
 #   f = crc32.fast()          # a function like binascii.crc32, holding its table
 #   f = crc32.fast(bytearray(4096))   # the table in a buffer the caller took
 #   crc = f(data, crc)
 #
-# Ports without viper fail to import this module (the caller then keeps binascii.crc32).
+# Ports without viper fail to import this module, as does an .mpy built for another
+# architecture (ValueError); the caller then keeps binascii.crc32.
 # Bytes are read one at a time, so any byte order and any alignment of `data` work.
 import micropython
 

@@ -388,7 +388,8 @@ def _work_py(out, raw, st, base, more):
 
 try:
     from mpfota.deltarun import work
-except (ImportError, SyntaxError):  # CPython; a port without viper fails to compile it
+except (ImportError, SyntaxError, ValueError):  # CPython; a port without viper fails to
+    # compile it; an .mpy of another architecture is refused with ValueError
     work = _work_py
 else:
     if not globals().get("KEEP_TWIN"):

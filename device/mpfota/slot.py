@@ -262,8 +262,8 @@ class Slot:
                 from mpfota.crc32 import fast
 
                 self.crc_fn = fast(table)
-            except (ImportError, SyntaxError, MemoryError):
-                self.crc_fn = binascii.crc32
+            except (ImportError, SyntaxError, ValueError, MemoryError):
+                self.crc_fn = binascii.crc32  # ValueError: an .mpy of another architecture
             self._crc_flushed()
 
     def _crc_flushed(self):
