@@ -7,9 +7,10 @@
 A board imports `.mpy` files from a ROMFS partition in place: their bytecode and constants stay
 in flash, as frozen modules' do, where `.mpy` files on the filesystem are copied into the heap
 (about 47 KiB for the download path on the 64-bit unix port). The files are the ones `mpfota
-deploy` copies to /lib (compiled with the board's architecture: mpfota.deltarun holds viper
-code), placed at the image's root: MicroPython mounts the partition at /rom and puts /rom first
-on sys.path. The virtual board takes an image with `mpfota board init --romfs FILE`.
+deploy` copies to /lib (compiled with the board's architecture: mpfota.deltarun and
+mpfota.crc32 hold viper code), placed at the image's root: MicroPython mounts the partition at
+/rom and puts /rom first on sys.path. The virtual board takes an image with
+`mpfota board init --romfs FILE`.
 """
 
 from __future__ import annotations
