@@ -38,41 +38,18 @@ Each phase is announced on stderr as it starts ("bench: ..."); stdout holds only
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import image, paths, romfs, vboard
-from .devicerun import DeviceRunner, compiled
+from .devicerun import DeviceRunner, compiled, serve
 from .errors import UserError
 
 SIZES = {"1MB": 1 << 20, "16MB": 16 << 20}
 BENCH_DEVICE = paths.TESTS / "bench"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A device run that dies mid-download (a heap too small, while bisecting) resets its
-        # connection: expected here, not worth a traceback.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = _QuietServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def phase(text: str) -> None:

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import delta, deltastream, image, paths, romfs, vboard
-from .devicerun import DeviceRunner, compiled
+from .devicerun import DeviceRunner, compiled, serve
 from .errors import UserError
 
 CORPUS = paths.REPO.parent / "shared" / "corpus" / "firmware"
@@ -152,8 +152,6 @@ def pyboard_figures() -> Iterator[tuple[str, str]]:
 
 
 def apply_figures(old: bytes, new: bytes, repeat: int) -> Iterator[tuple[str, str]]:
-    from .bench import serve
-
     old_img, new_img = image.make_image(old, "1.9.4"), image.make_image(new, "1.10")
     with tempfile.TemporaryDirectory(prefix="mpfota-deltabench-") as tmp:
         work = Path(tmp)

@@ -1,5 +1,5 @@
 """Timed runs of a device script on the virtual board, for the benchmarks (bench, deltabench,
-peerbench).
+peerbench), and the loopback HTTP server they download from.
 
 Every folder on the device's module path is compiled with mpy-cross first (nothing frozen
 but MicroPython's own modules), as the heap figures assume. A script reports "elapsed_ms: N";
@@ -9,9 +9,11 @@ a run that does not complete (exit code, or a heap too small) is None.
 from __future__ import annotations
 
 import functools
+import http.server
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,3 +168,24 @@ def smallest_heap_kb(completes: Callable[[int], bool], low: int, high: int,
                 h += 1
             k = h + 1
     return h
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A device run that dies mid-download (a heap too small, while bisecting) resets its
+        # connection: expected here, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve `directory` on 127.0.0.1 (a free port) from a thread: (server, base URL)."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
