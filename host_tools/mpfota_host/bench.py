@@ -44,7 +44,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import image, paths, romfs, vboard
+from . import image, paths, romfsimage, vboard
 from .devicerun import DeviceRunner, compiled, serve
 from .errors import UserError
 
@@ -96,7 +96,7 @@ def download_figures(work: Path, base: str, www: Path, sizes: list[str], repeat:
     bench = DeviceRunner(work, BENCH_DEVICE / "dlbench.py")
     from_rom = DeviceRunner(work, BENCH_DEVICE / "dlbench.py",
                             [compiled(work, paths.BOARDS / "unix")])
-    rom = romfs.of_folder(compiled(work, paths.DEVICE))
+    rom = romfsimage.of_folder(compiled(work, paths.DEVICE))
     baseline = None
     for name in sizes:
         size = SIZES[name]

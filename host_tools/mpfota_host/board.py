@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import boardlock, boardpty, boardstatus, image, romfs, vboard
+from . import boardlock, boardpty, boardstatus, image, romfsimage, vboard
 from .errors import UserError
 from .helptext import examples
 
@@ -78,7 +78,7 @@ def _read(path: str) -> bytes:
 
 def _romfs(path: str) -> bytes:
     data = _read(path)
-    romfs.check(data, path)
+    romfsimage.check(data, path)
     return data
 
 

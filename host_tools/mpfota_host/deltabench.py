@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import delta, deltastream, image, paths, romfs, vboard
+from . import delta, deltastream, image, paths, romfsimage, vboard
 from .devicerun import DeviceRunner, compiled, serve
 from .errors import UserError
 
@@ -188,7 +188,7 @@ def apply_figures(old: bytes, new: bytes, repeat: int) -> Iterator[tuple[str, st
             yield ("delta.http_heap_kb", str(dev.min_heap_kb(board, "get", url) - base_heap))
             rom_board = work / "bench-board-romfs"
             vboard.init(rom_board, slot_size=SLOT_SIZE, fs_size=256 * 1024, core_image=old_img,
-                        romfs=romfs.of_folder(compiled(work, paths.DEVICE)))
+                        romfs=romfsimage.of_folder(compiled(work, paths.DEVICE)))
             from_rom = DeviceRunner(work, script, [compiled(work, paths.BOARDS / "unix")])
             heap, base_heap = (from_rom.min_heap_kb(rom_board, *run) for run in
                                (("stream", url, "checkpoints"), ("baseline",)))

@@ -297,10 +297,10 @@ def _copied_name(line: str) -> str | None:
 def deploy_romfs(port: str, board: str, files: list[tuple[Path, str]]) -> None:
     """Write the staged modules into the board's ROMFS partition (mpremote romfs deploy).
     /rom comes first on the board's sys.path, so copies left in /lib are not imported."""
-    from . import romfs
+    from . import romfsimage
 
     image = BUILD / f"{board}.romfs"
-    image.write_bytes(romfs.of_staged(files))
+    image.write_bytes(romfsimage.of_staged(files))
     print(f"deploy: ROMFS image of {len(files)} modules, {image.stat().st_size} bytes", flush=True)
     proc = _mpremote(port, "romfs", "deploy", str(image), timeout=300)
     if proc.returncode != 0:

@@ -43,7 +43,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import esp32image, paths, romfs, vboard
+from . import esp32image, paths, romfsimage, vboard
 from .devicerun import DeviceRunner, compiled
 from .errors import UserError
 
@@ -147,7 +147,7 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
         yield (f"peer.{name}_heap_above_board_kb", str(heaps[name] - heaps["board"]))
     for name in ("mpfota", "glenn20"):
         phase(f"peer: smallest heap for {name} in ROMFS, and for the board with it (bisection)")
-        rom = romfs.of_folder(libraries[name])
+        rom = romfsimage.of_folder(libraries[name])
         heap, board_heap = (from_rom.min_heap_kb(lambda rom=rom: fresh(rom), mode, *args,
                                                  low=8, high=1024) for mode in (name, "board"))
         yield (f"peer.{name}_romfs_heap_above_board_kb", str(heap - board_heap))

@@ -177,9 +177,9 @@ def romfs_partition(data: bytes | None, size: int | None = None) -> bytes | None
         return None
     data = data or b""
     if data:
-        from . import romfs
+        from . import romfsimage
 
-        romfs.check(data, "the romfs data")
+        romfsimage.check(data, "the romfs data")
     if size is None:
         size = max(DEFAULT_ROMFS_SIZE, _align(len(data), SECTOR))
     if size <= 0 or size % SECTOR or size < len(data):

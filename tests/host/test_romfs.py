@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from boardfixtures import mpfota, mpremote, serve, served_board  # noqa: F401
 from images import core_image
-from mpfota_host import paths, romfs, vboard
+from mpfota_host import paths, romfsimage, vboard
 
 LIST = """
 import vfs, os
@@ -56,7 +56,7 @@ def image_file(tmp_path_factory):
 
 def test_the_image_holds_every_device_module_compiled_for_the_board(image_file):
     data = image_file.read_bytes()
-    assert data.startswith(romfs.HEADER)
+    assert data.startswith(romfsimage.HEADER)
     out = subprocess.run([paths.micropython(), "-c", LIST % str(image_file)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
