@@ -20,7 +20,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from mpfota_host import delta, image, paths, vboard
+from mpfota_host import delta, deltacodec, deltamatch, image, paths, vboard
 from mpfota_host import deltastream as ds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "host"))
@@ -135,7 +135,7 @@ def _patch_fields(patch: bytes):
 
 def _with_ctrl(old: bytes, new: bytes, edit) -> bytes:
     """The patch for old -> new with its control triples changed by edit(list)."""
-    triples, diff, extra = delta.match(old, new)
+    triples, diff, extra = deltamatch.match(old, new)
     triples = list(triples)
     edit(triples)
     runs, nonzero = delta.encode_runs(diff)
@@ -165,7 +165,7 @@ def damaged(old: bytes, new: bytes, patch: bytes) -> dict[str, bytes]:
     raws, n = delta.raw_streams(old, new)
     out["bad_varint"] = delta.assemble([b"\x80" * 6 + raws[0][6:], *raws[1:]], n, old, new)
     runs = bytearray(raws[1])
-    delta.put_varint(len(new) << 2 | 1, runs)  # one more change, past the end of the diff
+    deltacodec.put_varint(len(new) << 2 | 1, runs)  # one more change, past the end of the diff
     out["runs_overflow"] = delta.assemble([raws[0], bytes(runs), *raws[2:]], n, old, new)
     other = bytearray(old)
     other[len(other) // 2] ^= 0xFF

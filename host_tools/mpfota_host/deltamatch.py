@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from .delta import bsdiff_triples, zigzag
+from .deltacodec import bsdiff_triples, zigzag
 
 Segment = list[int]  # [out, x, y, old]
 
@@ -310,3 +310,11 @@ def check(old: bytes, new: bytes, segs: list[Segment]) -> None:
         assert not x or 0 <= base and base + x <= len(old), (at, x, y, base)
         out += x + y
     assert out == len(new), (out, len(new))
+
+
+def match(old: bytes, new: bytes) -> tuple[list[tuple[int, int, int]], bytes, bytes]:
+    """Control triples (x diff bytes, y extra bytes, z seek), diff and extra bytes: bsdiff's
+    covers, refined here."""
+    segs = segments(old, new)
+    diff, extra = diff_bytes(old, new, segs)
+    return triples_of(segs), diff, extra

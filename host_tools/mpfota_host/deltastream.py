@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from . import paths
-from .delta import GenerationError, deflate_raw, put_varint, zigzag
+from .deltacodec import GenerationError, Inflate, deflate_raw, put_varint, zigzag
+from .deltamatch import match
 from .errors import UserError
 
 DEFAULT_UNIT_MAX = 4096  # bytes of DEFLATE data the device holds for one unit
@@ -111,8 +112,6 @@ class Encoder:
     """Op streams for output ranges of NEW, from bsdiff's triples."""
 
     def __init__(self, old: bytes, new: bytes) -> None:
-        from .delta import match
-
         triples, self.diff, self.extra = match(old, new)
         self.ops: list[Op] = []
         out = old_at = d = e = 0
@@ -617,8 +616,6 @@ class HostInflate:
     """deflate.DeflateIO(src, RAW, wbits) for the Applier under CPython, with uzlib's errors."""
 
     def __init__(self, src, wbits: int) -> None:
-        from .delta import Inflate
-
         self._z = Inflate(src.read(), wbits)
 
     def readinto(self, buf) -> int:

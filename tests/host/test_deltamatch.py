@@ -40,7 +40,7 @@ def test_segments_rebuild_new(kind):
     old, new = realistic_pair(kind, 7, 20_000, 600, 48)
     segs = deltamatch.segments(old, new)
     deltamatch.check(old, new, segs)
-    triples, diff, extra = delta.match(old, new)
+    triples, diff, extra = deltamatch.match(old, new)
     assert rebuild(old, len(new), triples, diff, extra) == new
 
 
@@ -49,7 +49,7 @@ def test_segments_rebuild_new(kind):
 def test_segments_of_any_pair(old, new):
     segs = deltamatch.segments(old, new)
     deltamatch.check(old, new, segs)
-    triples, diff, extra = delta.match(old, new)
+    triples, diff, extra = deltamatch.match(old, new)
     assert rebuild(old, len(new), triples, diff, extra) == new
 
 
@@ -57,7 +57,7 @@ def test_a_first_segment_away_from_0_is_reached_by_an_empty_triple():
     # The format starts at old position 0: a cover that starts elsewhere needs a seek first.
     base = random.Random(3).randbytes(8_000)
     old, new = base, base[5_000:6_000]
-    triples, diff, extra = delta.match(old, new)
+    triples, diff, extra = deltamatch.match(old, new)
     assert triples[0][:2] == (0, 0) and triples[0][2] > 0
     assert rebuild(old, len(new), triples, diff, extra) == new
 
