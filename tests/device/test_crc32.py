@@ -48,7 +48,7 @@ def test_a_table_of_another_size_is_refused():
 
 
 class _Source:
-    # `size` bytes of noise, 4 KiB a read.
+    # A stream of `data`, as many bytes a read as asked for.
     def __init__(self, data):
         self.data = memoryview(data)
         self.at = 0
@@ -61,8 +61,8 @@ class _Source:
 
 
 def _pour_with_checkpoints(data):
-    # A pour with a record every 16 KiB (the CRC on the way from the start); returns the Slot
-    # and the CRCs of its records, each checked against the prefix in flash.
+    # A pour with a record every 16 KiB (the CRC on the way from the start), each record's CRC
+    # checked against the prefix in flash; returns the Slot.
     import asyncio
     import binascii
 
