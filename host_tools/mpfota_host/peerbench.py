@@ -137,11 +137,18 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
     yield ("peer.wall_ratio", f"{wall['glenn20'] / max(wall['mpfota'], 1):.2f}")
     yield ("peer.mpfota_ms", str(wall["mpfota"]))
     yield ("peer.glenn20_ms", str(wall["glenn20"]))
-    heaps = {}
-    for name in ("board", "mpfota", "glenn20"):
-        phase(f"peer: smallest heap for {name} (bisection)")
-        runner = runners["glenn20" if name == "board" else name]
-        heaps[name] = runner.min_heap_kb(fresh, name, *args, low=8, high=1024)
+
+    def smallest_heaps(by: dict[str, DeviceRunner], how: str = "") -> dict[str, int]:
+        # The board alone (with glenn20's module path: it imports nothing of it) and each
+        # library's update.
+        heaps = {}
+        for name in ("board", "mpfota", "glenn20"):
+            phase(f"peer: smallest heap for {name}{how} (bisection)")
+            runner = by["glenn20" if name == "board" else name]
+            heaps[name] = runner.min_heap_kb(fresh, name, *args, low=8, high=1024)
+        return heaps
+
+    heaps = smallest_heaps(runners)
     yield ("peer.board_heap_kb", str(heaps["board"]))
     for name in ("mpfota", "glenn20"):
         yield (f"peer.{name}_heap_above_board_kb", str(heaps[name] - heaps["board"]))
@@ -156,11 +163,7 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
         "mpfota": DeviceRunner(work, SCRIPT, [*sources, libraries["mpfota"]]),
         "glenn20": DeviceRunner(work, SCRIPT, [libraries["glenn20"], *sources]),
     }
-    heaps = {}
-    for name in ("board", "mpfota", "glenn20"):
-        phase(f"peer: smallest heap for {name}, the board's modules from .py sources (bisection)")
-        runner = from_sources["glenn20" if name == "board" else name]
-        heaps[name] = runner.min_heap_kb(fresh, name, *args, low=8, high=1024)
+    heaps = smallest_heaps(from_sources, ", the board's modules from .py sources")
     yield ("peer.board_from_sources_heap_kb", str(heaps["board"]))
     for name in ("mpfota", "glenn20"):
         yield (f"peer.{name}_heap_above_board_from_sources_kb",
