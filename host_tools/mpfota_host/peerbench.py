@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import esp32image, paths, romfsimage, vboard
-from .devicerun import DeviceRunner, compiled
+from .devicerun import DeviceRunner, compiled, fresh_copies
 from .errors import UserError
 
 IMAGE_SIZE = 1_500_000
@@ -111,11 +111,10 @@ def peer_figures(directory: Path, repeat: int, base: str, www: Path, work: Path,
     vboard.init(board0, slot_size=slot, fs_size=64 * 1024)
     app = esp32image.make_app_image(_payload(24_000), "1.0.0")
     vboard.program_slot(board0, 0, app + b"\xff" * (slot - len(app)))
-    board = work / "peer-board"
+    copy = fresh_copies(board0)
 
     def fresh(rom: bytes | None = None) -> Path:
-        shutil.rmtree(board, ignore_errors=True)
-        shutil.copytree(board0, board)
+        board = copy()
         vboard.install_romfs(board, rom)
         return board
 

@@ -7,12 +7,8 @@ TIMEOUT = 60
 
 
 def _noise(n, seed):
-    out = bytearray(n)
-    x = seed
-    for i in range(n):
-        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
-        out[i] = x >> 16 & 0xFF
-    return out
+    rng = vb.Rng(seed)
+    return bytearray(rng.next(256) for _ in range(n))
 
 
 def test_same_values_as_binascii_at_every_alignment_length_and_start():
