@@ -35,10 +35,14 @@ _IOT = {
 
 
 def iot_explain(code):
-    # (label, explanation) of a platform code, for the log.
+    # (label, explanation) of a platform code, for the log. Any JSON value may come as the
+    # code: a list or an object cannot be a key (TypeError), and is unknown like any other.
     if code == NOT_JSON:
         return ("云平台下发的不是json", "the platform's answer is not JSON")
-    return _IOT.get(code, ("未知", "unknown platform code %r" % (code,)))
+    try:
+        return _IOT[code]
+    except (KeyError, TypeError):
+        return ("不是上面的那些错误code", "unknown platform code %r" % (code,))
 
 
 # The seed's fota_cb messages (seed 001 §6.4.1), one per result code: (level, tag, text).

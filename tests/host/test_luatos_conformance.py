@@ -267,6 +267,8 @@ def test_listed_differences_are_documented():
 IOT = "iot.openluat.com"
 IOT_27 = json.dumps(hs.IOT_ANSWER)
 IOT_43 = json.dumps({"code": 43, "msg": "wait"})
+IOT_99 = json.dumps({"code": 99, "msg": "new"})  # a code neither side knows
+IOT_LIST = json.dumps({"code": []})  # any JSON value may come as the code
 SIZE = 40_000 + 64  # core-2.0.0 of the luatos server: a 40000-byte body behind its header
 
 
@@ -317,6 +319,11 @@ OUTCOMES = {
     "500, platform JSON 43": ("/status/500?via=" + IOT + "&body=" + quote(IOT_43), {},
                               (-9, IOT_43),
                               "as 404", None),
+    "500, platform JSON 99": ("/status/500?via=" + IOT + "&body=" + quote(IOT_99), {},
+                              (-9, IOT_99), "as 404; an unknown code is logged as such", None),
+    "500, platform JSON, a list as code": ("/status/500?via=" + IOT + "&body="
+                                           + quote(IOT_LIST), {}, (-9, IOT_LIST),
+                                           "as 404; a code no known one equals", None),
     "503, not JSON": ("/status/503?via=" + IOT + "&body=busy", {}, (-9, "busy"), "as 404",
                       None),
     "connection refused": (None, {}, (-4, None),
