@@ -18,6 +18,7 @@ except ImportError:  # CPython (host tests)
 
 
 from mpfota import hmac, log
+from mpfota.brief import brief
 
 # Progress steps of /ota/device/progress (sent as strings): 1..100 while running, and:
 STEP_FAILED = const(-1)  # upgrade failed (bad or refused job)
@@ -158,7 +159,7 @@ def _field(d, key, kind, required, what=None):
         raise BadJob(STEP_FAILED, "upgrade message: %s must be %s, not %s"
                      % (name, {"str": "a non-empty string", "int": "an integer >= 0",
                                "dict": "an object", "list": "an array"}[kind],
-                        _short(repr(v))))
+                        brief(v)))
     return v
 
 
@@ -171,7 +172,7 @@ def _hex_digest(v, n, name):
         return None
     if not isinstance(v, str) or len(v) != n or any(c not in _HEX for c in v):
         raise BadJob(STEP_FAILED, "upgrade message: %s must be %d hex digits, not %s"
-                     % (name, n, _short(repr(v))))
+                     % (name, n, brief(v)))
     return v.lower()
 
 
@@ -220,7 +221,8 @@ def parse_job(payload, module=DEFAULT_MODULE, capacity=None):
     `module`: the module this client updates; `capacity`: the largest file it can take."""
     try:
         msg = json.loads(payload)
-    except (ValueError, TypeError, UnicodeError) as e:
+    except (ValueError, TypeError, UnicodeError, RuntimeError) as e:
+        # RuntimeError: CPython's json nests by recursion (the unix and ESP32 ports' does not)
         raise BadJob(STEP_FAILED, "upgrade message is not JSON (%s)" % e)
     if not isinstance(msg, dict):
         raise BadJob(STEP_FAILED, "upgrade message is not a JSON object")
@@ -239,7 +241,7 @@ def parse_job(payload, module=DEFAULT_MODULE, capacity=None):
         method = "md5"  # Luat: MD5 is the only signature method
     if not isinstance(method, str) or method.lower() not in _SIGN_METHODS:
         raise BadJob(STEP_VERIFY_FAILED, "unknown signMethod %s (MD5 or SHA256)"
-                     % _short(repr(method)), job_module)
+                     % brief(method), job_module)
     method = method.lower()
     files = data.get("files")
     if files is None:

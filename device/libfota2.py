@@ -322,9 +322,13 @@ def _explain(out, url):
         return
     log.info("fota", out.error if out.error is not None else out.status, out.body)
     if isinstance(url, str) and IOT_HOST in url and out.error is None:
-        out.iot = iot_code(out.body)
-        label, why = iot_explain(out.iot)
-        log.info("libfota2", "IoT platform code", out.iot, label, why)
+        out.iot = code = iot_code(out.body)
+        label, why = iot_explain(code)
+        if isinstance(code, (list, dict)):  # printing it whole could exceed the recursion limit
+            from mpfota.brief import brief
+
+            code = brief(code)
+        log.info("libfota2", "IoT platform code", code, label, why)
 
 
 def every(cb=None, opts=None, period_ms=4 * 3600 * 1000, jitter=0.1, retry_ms=60000,

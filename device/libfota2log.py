@@ -13,7 +13,7 @@ def iot_code(body):
 
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: CPython's json nests by recursion
         return NOT_JSON
     if not isinstance(obj, dict):
         return NOT_JSON
@@ -42,7 +42,9 @@ def iot_explain(code):
     try:
         return _IOT[code]
     except (KeyError, TypeError):
-        return ("不是上面的那些错误code", "unknown platform code %r" % (code,))
+        from mpfota.brief import brief
+
+        return ("不是上面的那些错误code", "unknown platform code " + brief(code))
 
 
 # The seed's fota_cb messages (seed 001 §6.4.1), one per result code: (level, tag, text).

@@ -47,12 +47,12 @@ for _name in _PUBLIC:
 
 if "engine" in _on:
     module("fota.py")
-    package("mpfota", files=["__init__.py", "bootapply.py", "confirm.py", "crc32.py", "errors.py",
-                             "delta.py", "deltafetch.py", "deltafmt.py", "deltarun.py",
-                             "deltastream.py", "download.py", "downloadpkg.py", "http.py",
-                             "httpchunk.py", "httpparse.py", "httprange.py", "httpredirect.py",
-                             "httptls.py", "journal.py", "log.py", "package.py", "rsa.py",
-                             "scripts.py", "slot.py", "status.py", "version.py"])
+    package("mpfota", files=["__init__.py", "bootapply.py", "brief.py", "confirm.py", "crc32.py",
+                             "errors.py", "delta.py", "deltafetch.py", "deltafmt.py",
+                             "deltarun.py", "deltastream.py", "download.py", "downloadpkg.py",
+                             "http.py", "httpchunk.py", "httpparse.py", "httprange.py",
+                             "httpredirect.py", "httptls.py", "journal.py", "log.py", "package.py",
+                             "rsa.py", "scripts.py", "slot.py", "status.py", "version.py"])
 
 if "libfota2" in _on:
     module("libfota2.py")

@@ -105,11 +105,15 @@ def answer_of(body):
 
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: CPython's json nests by recursion
         obj = None
     if isinstance(obj, dict):
         code = obj.get("code")
         msg = obj.get("msg")
+        if isinstance(code, (list, dict)):  # str() of it could exceed the recursion limit
+            from mpfota.brief import brief
+
+            code = brief(code)
         return (None if code is None else str(code)), (msg if isinstance(msg, str) else None)
     # Not JSON (or cut at 512 bytes): Luat's pattern "code":%s*(%d+)
     i = body.find('"code":')

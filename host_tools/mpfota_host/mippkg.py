@@ -60,6 +60,7 @@ FEATURES: tuple[Feature, ...] = (
             "fota.py",
             "mpfota/__init__.py",
             "mpfota/bootapply.py",
+            "mpfota/brief.py",
             "mpfota/confirm.py",
             "mpfota/crc32.py",
             "mpfota/errors.py",

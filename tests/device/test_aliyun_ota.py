@@ -83,6 +83,43 @@ def _job(**data):
     return json.dumps({"code": "1000", "data": base, "id": 1507707025, "message": "success"})
 
 
+_DEPTH = 3000  # repr() of an array nested this deep exceeds the unix port's recursion limit
+
+
+def _nested_job(field):
+    # A job whose `field` is an array nested _DEPTH deep: written as text, as json.dumps()
+    # would have to recurse that deep (json.loads does not: the ports' parser keeps a stack).
+    return _job(**{field: "@"}).replace('"@"', "[" * _DEPTH + "]" * _DEPTH)
+
+
+def test_parse_job_names_hostile_values_briefly():
+    import aliyun_ota as a
+
+    try:
+        repr(json.loads("[" * _DEPTH + "]" * _DEPTH))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the value is not deep enough to show the failure")
+    for field, text in (("md5", "md5 must be 32 hex digits, not <array:1>"),
+                        ("size", "size must be an integer >= 0, not <array:1>"),
+                        ("url", "url must be a non-empty string, not <array:1>"),
+                        ("signMethod", "unknown signMethod <array:1>"),
+                        ("version", "version must be a non-empty string, not <array:1>")):
+        try:
+            a.parse_job(_nested_job(field))
+        except a.BadJob as e:
+            assert text in e.desc, (field, e.desc)
+        else:
+            raise AssertionError("accepted a nested " + field)
+    try:
+        a.parse_job(_job(md5="x" * 5000))
+    except a.BadJob as e:
+        assert e.desc.endswith("not 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'..."), e.desc
+    else:
+        raise AssertionError("accepted a 5000-character md5")
+
+
 def test_parse_job():
     import aliyun_ota as a
 
@@ -243,6 +280,18 @@ async def test_run_reconnects_and_reports(vboard, mqtt_broker):
             break
     assert got[0][1]["params"]["version"] == "v1"
     assert got[1][1]["params"]["step"] == "-1" and "JSON" in got[1][1]["params"]["desc"]
+    # A value nested deeper than repr() can go: answered with what is wrong, not with an
+    # "internal error" from the recursion limit.
+    plat.publish(("/ota/device/upgrade/%s/%s" % (d["pk"], d["dn"])).encode(),
+                 _nested_job("md5").encode())
+    for _ in range(200):
+        await asyncio.sleep_ms(20)
+        plat.check_msg()
+        if len(got) >= 3:
+            break
+    assert got[2][1]["params"]["step"] == "-1"
+    assert got[2][1]["params"]["desc"] == ("upgrade message: md5 must be 32 hex digits, not "
+                                           "<array:1>")
     assert ota.mqtt is not None, "a bad message must not drop the connection"
     ota.stop()
     await task

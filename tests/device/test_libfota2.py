@@ -284,6 +284,15 @@ async def test_iot_platform_diagnostics_are_logged(vboard, luatos_server):
     libfota2.prepare(opts, G, {})
     out = await libfota2.check(opts)
     assert out.iot == libfota2.NOT_JSON and _logged(lines, "json")
+    # Any JSON value may come as the code: a list nested 200 deep (the 512 bytes of the body
+    # that are kept) is named, not printed level by level.
+    nested = "%7B%22code%22%3A" + "%5B" * 200 + "%5D" * 200 + "%7D"  # {"code":[[...]]}
+    opts = {"url": b + "/status/404?via=iot.openluat.com&body=" + nested}
+    libfota2.prepare(opts, G, {})
+    out = await libfota2.check(opts)
+    assert isinstance(out.iot, list)
+    assert ("IoT platform code", "<array:1>", "不是上面的那些错误code",
+            "unknown platform code <array:1>") in [tuple(a) for _m, _t, a in lines]
     opts = {"url": b + "/status/404"}
     libfota2.prepare(opts, G, {})
     out = await libfota2.check(opts)

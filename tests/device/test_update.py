@@ -264,6 +264,11 @@ def test_answer_parsing():
     assert update.answer_of('{"code":27,"msg":"\\u5df2\\u662f"}') == ("27", "已是")
     assert update.answer_of('{"code": 43, "msg": "cut') == ("43", None)
     assert update.answer_of("nothing") == (None, None)
+    # Any JSON value may come as the code; str() of one nested this deep exceeds the
+    # recursion limit: it is named instead.
+    assert update.answer_of('{"code": []}') == ("<array:0>", None)
+    assert update.answer_of('{"code": %s}' % ("[" * 3000 + "]" * 3000)) == ("<array:1>",
+                                                                          None)
     assert update.luat_core("Luat_V0026_RDA8910_TTS_FLOAT", "x") == ("Luat", 26,
                                                                      "_RDA8910_TTS_FLOAT")
     assert update.luat_core("V2012", "Air780EHV-1.8V") == ("LuatOS-SoC", 2012, "_Air780EHV")
