@@ -73,9 +73,8 @@ def test_hostile_json_ends_in_a_value_or_a_refusal(vboard):
     import libfota2
     import libfota2log
     import update
-    from triggers import tcp
-
     from mpfota import log
+    from triggers import tcp
 
     # Log lines are made as print() would make them (str() of every argument) but not printed:
     # 1,500 diagnoses of half-KB bodies would flood the test's output.
