@@ -620,6 +620,11 @@ class AliyunOta:
             self.last_result = (e.step, e.desc)
             self.report(e.step, e.desc, e.module)
             return
+        except Exception as e:  # a bug or a MemoryError must not end run(): report it
+            log.error("aliyun", "upgrade message failed:", repr(e))
+            self.last_result = (STEP_FAILED, "internal error: %r" % e)
+            self.report(*self.last_result)
+            return
         import asyncio
 
         self._job = job

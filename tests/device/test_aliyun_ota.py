@@ -272,26 +272,42 @@ async def test_run_reconnects_and_reports(vboard, mqtt_broker):
         await asyncio.sleep_ms(20)
         if ota.mqtt is not None:
             break
-    plat.publish(("/ota/device/upgrade/%s/%s" % (d["pk"], d["dn"])).encode(), b"{oops")
-    for _ in range(200):
-        await asyncio.sleep_ms(20)
-        plat.check_msg()
-        if len(got) >= 2:
-            break
+    upgrade = ("/ota/device/upgrade/%s/%s" % (d["pk"], d["dn"])).encode()
+
+    async def push(payload, n):
+        # Publish an upgrade message; wait (the client's task running) for n reports in all.
+        plat.publish(upgrade, payload)
+        for _ in range(200):
+            await asyncio.sleep_ms(20)
+            plat.check_msg()
+            if len(got) >= n:
+                break
+
+    await push(b"{oops", 2)
     assert got[0][1]["params"]["version"] == "v1"
     assert got[1][1]["params"]["step"] == "-1" and "JSON" in got[1][1]["params"]["desc"]
-    # A value nested deeper than repr() can go: answered with what is wrong, not with an
-    # "internal error" from the recursion limit.
-    plat.publish(("/ota/device/upgrade/%s/%s" % (d["pk"], d["dn"])).encode(),
-                 _nested_job("md5").encode())
-    for _ in range(200):
-        await asyncio.sleep_ms(20)
-        plat.check_msg()
-        if len(got) >= 3:
-            break
+    # A value nested deeper than repr() can go: answered with what is wrong (such a message
+    # used to get no answer at all, its report failing on the recursion limit).
+    await push(_nested_job("md5").encode(), 3)
     assert got[2][1]["params"]["step"] == "-1"
     assert got[2][1]["params"]["desc"] == ("upgrade message: md5 must be 32 hex digits, not "
                                            "<array:1>")
+    # Whatever else goes wrong with a message (here: the heap runs out while it is read) is
+    # reported too, and the client goes on.
+    parse_job = aliyun_ota.parse_job
+
+    def out_of_memory(*args):
+        raise MemoryError("memory allocation failed")
+
+    aliyun_ota.parse_job = out_of_memory
+    try:
+        await push(_job().encode(), 4)
+    finally:
+        aliyun_ota.parse_job = parse_job
+    assert got[3][1]["params"] == {"step": "-1", "desc": "internal error: MemoryError("
+                                   "'memory allocation failed',)"}, got[3]
+    await push(_job(version="v1").encode(), 5)  # a job for the running version: reported
+    assert got[4][1]["params"]["version"] == "v1"
     assert ota.mqtt is not None, "a bad message must not drop the connection"
     ota.stop()
     await task
