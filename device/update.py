@@ -229,6 +229,10 @@ async def _client():
                 _s.downloading = True
                 try:
                     await _check()
+                except Exception as e:  # a bug or a MemoryError: this check failed, the
+                    # periodic ones go on (as libfota2, which gives such a check a result too)
+                    log.error("update", "check failed:", repr(e))
+                    await _done(False)
                 finally:
                     _s.downloading = False
             if not _s.period:

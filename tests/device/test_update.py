@@ -132,6 +132,30 @@ async def test_redirect_location_is_followed_and_kept(vboard, luatos_server):
         assert _header(s, "range") == "bytes=0-"
 
 
+async def test_a_failing_check_is_cb_false_and_the_next_one_runs(vboard, luatos_server):
+    # Whatever goes wrong inside a check (here: the heap runs out in the download) gives
+    # cb(False), and the periodic checks go on.
+    update = _setup()
+    import lsys
+
+    fetch = update._fetch
+    calls = []
+
+    async def out_of_memory_once(url, progress):
+        calls.append(url)
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed")
+        return await fetch(url, progress)
+
+    update._fetch = out_of_memory_once
+    got = []
+    update.request(_cb(got, 2), luatos_server["base"] + "/t/u20/blob/core-2.0.0", 200)
+    await lsys.arun()
+    update._fetch = fetch
+    assert got == [False, True] and len(calls) == 2
+    assert len(await _recorded(luatos_server, "u20")) == 1, "the first check sent nothing"
+
+
 async def test_code_43_is_waited_out(vboard, luatos_server):
     update = _setup()
     import lsys
