@@ -308,7 +308,10 @@ async def _check(opts):
         out.retry_after = r.retry_after
     out.code = result_code(out.status, out.size, out.error, out.in_body)
     if out.code == RECEIVE_ERROR:
-        _explain(out, url)
+        try:
+            _explain(out, url)
+        except Exception as e:  # noqa: BLE001 - the diagnosis is log lines: the result stands
+            log.error("libfota2", "diagnosis failed:", repr(e))
     return out
 
 

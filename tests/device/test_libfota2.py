@@ -297,6 +297,22 @@ async def test_iot_platform_diagnostics_are_logged(vboard, luatos_server):
     libfota2.prepare(opts, G, {})
     out = await libfota2.check(opts)
     assert out.iot is None, "not the IoT platform: no diagnostics"
+    # A diagnosis that fails (here: the heap runs out while the texts load) is logged, and
+    # the check still has its result.
+    import libfota2log
+
+    explain = libfota2log.iot_explain
+
+    def out_of_memory(code):
+        raise MemoryError("memory allocation failed")
+
+    libfota2log.iot_explain = out_of_memory
+    try:
+        assert await _request({"url": b + "/status/404?via=iot.openluat.com"}) == [4]
+    finally:
+        libfota2log.iot_explain = explain
+    assert ("diagnosis failed:", "MemoryError('memory allocation failed',)") in [
+        tuple(a) for _m, _t, a in lines]
 
 
 # ------------------------------------------------------------- the seed's scenario one
