@@ -100,9 +100,17 @@ class UpdateServer:
         # The same version with another body: not the running image.
         self.add("core-1.0.0-rebuilt", image.make_image(core_body("1.0.0-rebuilt"), "1.0.0"),
                  "1.0.0")
+        # A header whose version field is not text (its body and digest are right).
+        bad = bytearray(image.make_image(core_body("2.0.1"), "2.0.1"))
+        bad[12:15] = b"\xff\xfe\x80"
+        self.add("core-version-not-text", bytes(bad), "2.0.1")
         # An ESP-IDF app image, for the ESP32 board (tests/fakes/esp32).
         self.add("esp32-2.0.0", esp32image.make_app_image(core_body("esp32", 30_000), "2.0.0"),
                  "2.0.0")
+        # One whose app description's version is bytes that are no text (ESP-IDF boots it).
+        self.add("esp32-version-not-text",
+                 esp32image.make_app_image(core_body("esp32-b", 30_000), b"2.0.\xff\xfe"),
+                 "2.0.??")
 
     def add(self, name: str, data: bytes, version: str) -> None:
         import hashlib

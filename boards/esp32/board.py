@@ -135,8 +135,17 @@ def image_version(part):
     if d[:4] == _DESC_MAGIC:
         v = bytes(d[16:]).split(b"\0")[0]
         if v:
-            return v.decode()
+            return _text(v)
     return None
+
+
+def _text(raw):
+    # The descriptor's version as text. ESP-IDF boots an image whatever bytes the field holds
+    # (it is set from the build's PROJECT_VER): bytes that are not UTF-8 read as "?".
+    try:
+        return raw.decode()
+    except UnicodeError:
+        return "".join(chr(c) if 0x20 <= c < 0x7F else "?" for c in raw)
 
 
 def image_check():
@@ -200,7 +209,7 @@ def image_id(head):
     elf = bytes(head[_DESC_ELF_SHA:end])
     if elf == bytes(_HASH):
         return None
-    return bytes(head[_DESC_VERSION:_DESC_VERSION + 32]).split(b"\0")[0].decode(), elf
+    return _text(bytes(head[_DESC_VERSION:_DESC_VERSION + 32]).split(b"\0")[0]), elf
 
 
 def image_id_running():

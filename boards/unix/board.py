@@ -66,7 +66,9 @@ def _body_length(head):
     if head[:4] != vpartition.IMAGE_MAGIC or len(head) < vpartition.IMAGE_HEADER:
         return None
     hsize = int.from_bytes(head[4:8], "little")
-    return int.from_bytes(head[8:12], "little") if hsize == vpartition.IMAGE_HEADER else None
+    if hsize != vpartition.IMAGE_HEADER or vpartition.header_version(head) is None:
+        return None
+    return int.from_bytes(head[8:12], "little")
 
 
 def image_id(head):
@@ -74,7 +76,7 @@ def image_id(head):
     # the body), or None when they are not an image header.
     if _body_length(head) is None:
         return None
-    return bytes(head[12:32]).rstrip(b"\x00").decode(), bytes(head[32:64])
+    return vpartition.header_version(head), bytes(head[32:64])
 
 
 def image_id_running():

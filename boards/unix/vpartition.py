@@ -149,9 +149,20 @@ def image_header(b, slot, buf=None):
     if hdr[:4] != IMAGE_MAGIC:
         return None
     hsize, body = struct.unpack_from("<II", hdr, 4)
-    if hsize != IMAGE_HEADER or hsize + body > b.slots[slot][1]:
+    version = header_version(hdr)
+    if hsize != IMAGE_HEADER or hsize + body > b.slots[slot][1] or version is None:
         return None
-    return body, bytes(hdr[12:32]).rstrip(b"\x00").decode()
+    return body, version
+
+
+def header_version(hdr):
+    # The version field of an image header, or None when it is not printable ASCII: the host
+    # tools make no other (mpfota_host.image), so such a header is not one of our images.
+    raw = bytes(hdr[12:32]).rstrip(b"\x00")
+    for c in raw:
+        if not 0x20 <= c < 0x7F:
+            return None
+    return raw.decode() if raw else None
 
 
 def image_ok(b, slot, length=None, buf=None):

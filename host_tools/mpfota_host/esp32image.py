@@ -50,8 +50,8 @@ assert _APP_DESC.size == 256
 VERSION_OFFSET = _HEADER.size + _SEGMENT.size + 16  # where esp_app_desc_t.version lands
 
 
-def _c_string(text: str, size: int, what: str) -> bytes:
-    raw = text.encode()
+def _c_string(text: str | bytes, size: int, what: str) -> bytes:
+    raw = text if isinstance(text, bytes) else text.encode()  # bytes: as they are (a test's)
     if len(raw) >= size:
         raise ValueError(f"{what} {text!r} does not fit {size - 1} bytes")
     return raw
@@ -61,7 +61,7 @@ def _pad4(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % 4)
 
 
-def app_desc(version: str, project: str = "mpfota-test", idf_ver: str = "v5.2.2",
+def app_desc(version: str | bytes, project: str = "mpfota-test", idf_ver: str = "v5.2.2",
              elf_sha256: bytes = b"\0" * 32) -> bytes:
     """An esp_app_desc_t (256 bytes)."""
     return _APP_DESC.pack(
@@ -72,7 +72,7 @@ def app_desc(version: str, project: str = "mpfota-test", idf_ver: str = "v5.2.2"
     )
 
 
-def make_app_image(payload: bytes, version: str, *, segments: int = 2,
+def make_app_image(payload: bytes, version: str | bytes, *, segments: int = 2,
                    chip_id: int = CHIP_ESP32, hash_appended: bool = True) -> bytes:
     """An ESP32 app image holding `payload`, whose app description carries `version`.
 

@@ -140,6 +140,16 @@ async def test_bad_bodies(vboard, update_server):
     _unchanged(head)
 
 
+async def test_a_version_field_that_is_not_text(vboard, update_server):
+    # Right body and digest, but a version field of bytes that are no text: not an image of
+    # this board (it used to end the download in a bare UnicodeError).
+    head = _setup()
+    url = update_server["base"] + update_server["images"]["core-version-not-text"]["path"]
+    msg = await _fails(url, -9)
+    assert "not a bootable image for this board" in msg, msg
+    _unchanged(head)
+
+
 async def test_bad_servers(vboard, update_server):
     head = _setup()
     base = update_server["base"]

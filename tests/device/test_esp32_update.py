@@ -24,6 +24,21 @@ async def test_update_confirm_and_rollback(esp32_board, update_server):
     assert confirm.check_boot() == "rolled_back"
 
 
+async def test_a_version_that_is_not_text_is_read_as_text(esp32_board, update_server):
+    # ESP-IDF boots an image whatever bytes its version field holds: installed, and its
+    # version reads with "?" for them (reading it used to raise UnicodeError).
+    vb.boot()
+    import board
+    from mpfota import download
+
+    img = update_server["images"]["esp32-version-not-text"]
+    r = await download.fetch(update_server["base"] + img["path"], md5=img["md5"])
+    assert r.status == 200
+    assert board.image_version(board.ota_slots()[1]) == "2.0.??"
+    assert vb.reboot() == 1
+    assert board.core_version() == "2.0.??"
+
+
 async def test_unix_image_is_refused_on_esp32(esp32_board, update_server):
     vb.boot()
     import vpartition
