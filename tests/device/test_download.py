@@ -90,6 +90,12 @@ async def test_no_update_answer_is_returned_not_raised(vboard, update_server):
     assert '"code": 27' in r.body
     r = await download.fetch(update_server["base"] + "/status/503?retry=30")
     assert r.status == 503
+    # The body is kept up to 512 bytes: a character that limit cuts is left out (decoding the
+    # cut bytes used to raise UnicodeError: MicroPython ignores errors="replace").
+    cut = "/status/404?body=" + "a" * 511 + "%E4%B8%ADx"  # "中" across byte 512
+    r = await download.fetch(update_server["base"] + cut)
+    assert r.status == 404 and r.body == "a" * 511
+    assert download._text(b"\x89PNG\r\n\x1a\n\xff") == "?PNG\r\n\x1a\n?", "no UTF-8 at all"
     _unchanged(head)
 
 
