@@ -67,6 +67,7 @@ def _ensure_board(directory: str, create: bool) -> None:
             f"initialised a new board in {directory} (core {vboard.DEFAULT_CORE_VERSION}, "
             f"flash {cfg['size']} bytes)"
         )
+    vboard.check(directory)
 
 
 def _read(path: str) -> bytes:

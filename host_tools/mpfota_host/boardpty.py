@@ -78,6 +78,7 @@ class PtyBoard:
     ) -> None:
         if not vboard.is_board(directory):
             raise UserError(f"{directory} is not a virtual board")
+        vboard.check(directory)
         self.directory = Path(directory)
         self.frozen = frozen
         self.sleep_scale = sleep_scale

@@ -37,6 +37,7 @@ def read(directory: str | os.PathLike, timeout: float = 60) -> dict:
     if not vboard.is_board(directory):
         raise UserError(f"{directory} is not a virtual board (no {vboard.BOARD_JSON} and "
                         f"{vboard.FLASH_BIN}): `mpfota board init --flash {directory}` makes one")
+    vboard.check(directory)
     with tempfile.TemporaryDirectory(prefix="mpfota-status-") as tmp:
         with boardlock.hold(directory, "board status"):
             for name in (vboard.BOARD_JSON, vboard.FLASH_BIN):

@@ -148,6 +148,18 @@ def load(directory: str | os.PathLike) -> dict:
     return cfg
 
 
+def check(directory: str | os.PathLike) -> dict:
+    """board.json of a board directory, checked against its flash.bin (a board that would not
+    boot for either says why here, not in a traceback of the board's); UserError otherwise."""
+    cfg = load(directory)
+    flash = Path(directory) / FLASH_BIN
+    size = flash.stat().st_size if flash.is_file() else None
+    if size != cfg["size"]:
+        raise UserError(f"{flash} holds {size} bytes where {BOARD_JSON} says {cfg['size']!r}: "
+                        "not a board `mpfota board init` made (or a damaged one)")
+    return cfg
+
+
 def _write_erased(path: Path, size: int) -> None:
     chunk = b"\xff" * (1 << 20)
     with open(path, "wb") as f:
