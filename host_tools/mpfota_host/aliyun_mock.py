@@ -218,7 +218,11 @@ class AliyunMock:
         try:
             body = json.loads(msg.payload)
             params = body["params"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
+            params = None
+        if not isinstance(params, dict) or not all(
+                isinstance(params.get(k, ""), str) for k in ("version", "step", "desc", "module")):
+            # The device reports strings only (params of Alink's inform and progress).
             self.events.put(Event("bad", desc=repr(msg.payload[:100])))
             return
         module = params.get("module") or DEFAULT_MODULE

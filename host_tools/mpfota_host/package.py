@@ -230,6 +230,8 @@ def parse_manifest(raw: bytes, signature: bytes = b"") -> PackageInfo:
         d = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _fail("format", "manifest is not valid JSON") from None
+    except RecursionError:  # CPython's parser recurses; the device's does not
+        raise _fail("format", "manifest nests deeper than this tool reads") from None
     if not isinstance(d, dict):
         raise _bad("not a JSON object")
     if d.get("format") != FORMAT:

@@ -311,6 +311,29 @@ def test_mock_reports_failure_when_the_device_refuses(make_vboard, mqtt_broker, 
     assert code == 1 and "failure: device reports step -3" in out, out
 
 
+def test_hostile_device_messages_are_bad_events(mock, mqtt_broker):
+    # The mock reads what devices publish: a message nested deeper than CPython's json reads,
+    # params that are not an object or hold non-strings are "bad" events, and the mock goes
+    # on (one of them used to raise in paho's network thread).
+    import paho.mqtt.client as mqtt
+
+    dev = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "hostile-device")
+    dev.connect("127.0.0.1", mqtt_broker.port)
+    dev.loop_start()
+    try:
+        hostile = [b'{"params":' + b"[" * 3000 + b"]" * 3000 + b"}", b'{"params": [1]}',
+                   b'{"params": {"step": [[1]]}}', b'{"params": {"version": {"a": 1}}}']
+        for payload in hostile:
+            dev.publish(mock.topics["progress"], payload, qos=1).wait_for_publish(5)
+        dev.publish(mock.topics["progress"], json.dumps(
+            {"id": "1", "params": {"step": "42", "desc": ""}}), qos=1).wait_for_publish(5)
+        kinds = [mock.next_event(10).kind for _ in range(len(hostile) + 1)]
+    finally:
+        dev.loop_stop()
+        dev.disconnect()
+    assert kinds == ["bad"] * len(hostile) + ["progress"], kinds
+
+
 def test_cli_argument_errors(capsys):
     from mpfota_host import cli
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mpfota_host import __version__, cli, vboard
+from mpfota_host import __version__, cli, package, vboard
 
 
 @dataclass
@@ -78,7 +78,9 @@ class Case:
 
 
 # Files made by `scratch`: body.bin (3 bytes), app/main.py, good.pkg (a valid package),
-# key.pem / key.pub.pem, board/ (a virtual board).
+# deep.pkg (its manifest nested deeper than CPython's json reads), key.pem / key.pub.pem,
+# board/ (a virtual board), damaged/ (one whose board.json is cut short, and damaged2/ whose
+# flash.bin is).
 CASES = [
     Case("board-init-size", "board init --flash b --slot-size 12x", "not a size"),
     Case("board-init-fs", "board init --flash b --fs-size 1K", "filesystem size"),
@@ -133,6 +135,9 @@ CASES = [
     Case("inspect-missing", "inspect missing.pkg", "cannot read"),
     Case("inspect-short", "inspect body.bin", "header"),
     Case("inspect-key", "inspect good.pkg --key key.pem", "not a public key"),
+    Case("inspect-deep", "inspect deep.pkg", "nests deeper than this tool reads"),
+    Case("board-run-damaged", "board run --flash damaged", "cannot read"),
+    Case("board-status-damaged", "board status --flash damaged2", "flash.bin holds"),
     Case("scenario-number", "scenario 7", "invalid choice"),
     Case("scenario-flash", "scenario 1 --flash app", "not a virtual board"),
     Case("serve-port", "serve --port 99999", "port"),
@@ -163,6 +168,13 @@ def scratch(root: Path) -> None:
     (root / "app").mkdir()
     (root / "app" / "main.py").write_text('PROJECT = "D"\nVERSION = "001.000.001"\n')
     vboard.init(root / "board", slot_size=64 << 10, fs_size=64 << 10)
+    for name in ("damaged", "damaged2"):
+        vboard.init(root / name, slot_size=64 << 10, fs_size=64 << 10)
+    (root / "damaged" / "board.json").write_text('{"size":')
+    with open(root / "damaged2" / "flash.bin", "r+b") as f:
+        f.truncate(1000)
+    deep = b'{"format":' + b"[" * 1500 + b"]" * 1500 + b"}"
+    (root / "deep.pkg").write_bytes(package.assemble(deep, b"", []))
     made = [
         run_cli(["keygen", "-o", "key"], root),
         run_cli(["pack", "-o", "good.pkg", "--scripts", "app", "--bsp", "UNIX", "--no-compile"],
