@@ -226,8 +226,10 @@ def parse_manifest(raw, signature_length=0):
     if not isinstance(d, dict):
         _bad("not a JSON object")
     if d.get("format") != FORMAT:
-        raise PackageError(UNSUPPORTED, "manifest format %r (this client reads %d)"
-                           % (d.get("format"), FORMAT))
+        from mpfota.brief import brief  # the value may be anything JSON holds
+
+        raise PackageError(UNSUPPORTED, "manifest format %s (this client reads %d)"
+                           % (brief(d.get("format")), FORMAT))
     m = Manifest()
     m.raw = d
     m.project = _str(d, "project", 64)
@@ -247,7 +249,9 @@ def parse_manifest(raw, signature_length=0):
             _bad("a section is not an object")
         kind = s.get("type")
         if kind not in SECTION_TYPES:
-            raise PackageError(UNSUPPORTED, "unknown section type %r" % (kind,))
+            from mpfota.brief import brief
+
+            raise PackageError(UNSUPPORTED, "unknown section type %s" % brief(kind))
         group = "core" if kind in ("core", "core-delta") else kind
         if group in seen:
             _bad("more than one %s section" % group)

@@ -1,9 +1,10 @@
 # Hostile JSON against every device entry point that reads JSON from outside, inside the unix
 # port: the IoT platform's answer (libfota2's diagnosis and its log line), Luat update's answer,
-# an Aliyun upgrade message and a TCP trigger command. The host fuzzers run the same parsers
+# an Aliyun upgrade message, a TCP trigger command and an update package's manifest (its
+# size limit aside: 4096 bytes are enough to nest deep). The host fuzzers run the same parsers
 # under CPython, whose json module and recursion limit differ: what fails only here (printing a
 # value nested too deep, this json module's own acceptance) is found here. Each case must end in
-# a value or in the parser's own refusal (aliyun_ota.BadJob); nothing else.
+# a value or in the parser's own refusal (aliyun_ota.BadJob, package.PackageError); nothing else.
 import vb
 
 TIMEOUT = 180
@@ -12,7 +13,13 @@ CASES = 1500
 # Field names the parsers look for, so that generated objects reach their checks.
 _KEYS = ("code", "msg", "data", "url", "size", "md5", "sign", "signMethod", "files", "fileUrl",
          "fileSize", "fileMd5", "fileSign", "fileName", "module", "version", "isDiff", "extData",
-         "digestsign", "id", "fota", "x")
+         "digestsign", "id", "fota", "x", "format", "project", "firmware_name", "from", "to",
+         "core", "script", "counter", "sections", "type", "sha256", "unpacked", "keep",
+         "base_sha256")
+# A manifest the parser accepts (a core section), given one field again in the top object or
+# in its section.
+_MANIFEST = ('{"format":1,"project":"P","firmware_name":"F","to":{"core":"2.0.0"},"sections":'
+             '[{"type":"core","size":1000,"md5":"%s","sha256":"%s"%%s}]%%s}' % ("0" * 32, "0" * 64))
 _STRINGS = ('""', '"http://127.0.0.1:1/fw.bin"', '"https://h/a.bin"', '"MD5"', '"sha256"',
             '"default"', '"true"', '"' + "ab" * 16 + '"', '"' + "0" * 64 + '"', '"中文\\u0000"',
             '"\\ud800"', '"' + "x" * 3000 + '"', '"43"', '"###http://h/x"')
@@ -56,6 +63,9 @@ def _message(rng):
         text = ('{"code":"1000","id":1,"data":{"url":"http://127.0.0.1:1/fw.bin","size":1000,'
                 '"md5":"%s","version":"2.0.0","%s":%s}}'
                 % ("ab" * 16, _KEYS[rng.next(len(_KEYS))], _value(rng, 2)))
+    elif k == 5:
+        field = ',"%s":%s' % (_KEYS[rng.next(len(_KEYS))], _value(rng, 2))
+        text = _MANIFEST % ((field, "") if rng.next(2) else ("", field))
     else:
         text = _object(rng, 0)
     cut = rng.next(6)
@@ -73,7 +83,7 @@ def test_hostile_json_ends_in_a_value_or_a_refusal(vboard):
     import libfota2
     import libfota2log
     import update
-    from mpfota import log
+    from mpfota import log, package
     from triggers import tcp
 
     # Log lines are made as print() would make them (str() of every argument) but not printed:
@@ -81,7 +91,7 @@ def test_hostile_json_ends_in_a_value_or_a_refusal(vboard):
     log._emit = lambda mark, tag, args: " ".join([str(a) for a in args])
     rng = vb.Rng(0x5EED1234)
     reasons = {}
-    parsed = 0
+    parsed = manifests = 0
     for case in range(CASES):
         text = _message(rng)
         try:
@@ -97,6 +107,11 @@ def test_hostile_json_ends_in_a_value_or_a_refusal(vboard):
             reply = tcp.parse(text)
             assert reply is None or reply["event"] in ("fota", "ignored", "error")
             try:
+                package.parse_manifest(text.encode())
+                manifests += 1
+            except package.PackageError as e:
+                assert e.reason in ("format", "unsupported"), e
+            try:
                 aliyun_ota.parse_job(text, capacity=1 << 20)
                 parsed += 1
             except aliyun_ota.BadJob as e:
@@ -106,4 +121,4 @@ def test_hostile_json_ends_in_a_value_or_a_refusal(vboard):
         except Exception as e:
             raise AssertionError("case %d: %r on %r" % (case, e, text[:200]))
     # The cases reached the parsers' checks: many kinds of refusal, and jobs that passed.
-    assert len(reasons) >= 12 and parsed > 10, (parsed, reasons)
+    assert len(reasons) >= 12 and parsed > 10 and manifests > 10, (parsed, manifests, reasons)
