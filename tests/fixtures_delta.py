@@ -332,6 +332,27 @@ def damaged_stream(old: bytes, new: bytes, unit_max: int = 1024) -> dict[str, by
     return out
 
 
+# Sound patches whose header names sizes the board's slots cannot hold, and the words of
+# their refusal (the board refuses them from the header, before anything is written).
+STREAM_OVERSIZED = {
+    "result_too_big": "larger than the spare slot",
+    "base_too_big": "larger than the running slot",
+}
+
+
+def oversized_stream(good: bytes) -> dict[str, bytes]:
+    """The patch `good` with to_size, or from_size, set to 64 MiB (header CRC made anew)."""
+    hs = ds.fmt().HEADER_SIZE
+    out = {}
+    for name, at in (("result_too_big", 48), ("base_too_big", 12)):
+        head = bytearray(good[:hs])
+        head[at : at + 4] = (64 << 20).to_bytes(4, "little")
+        head[hs - 4 :] = zlib.crc32(head[: hs - 4]).to_bytes(4, "little")
+        out[name] = bytes(head) + good[hs:]
+    assert set(out) == set(STREAM_OVERSIZED)
+    return out
+
+
 def _for_another_base(old: bytes, new: bytes, units: list, unit_max: int) -> bytes:
     """A patch made for a base that differs from OLD in a few bytes that a later unit reads: a
     board running OLD applies the first units and refuses the one that reads them."""
@@ -398,7 +419,7 @@ class StreamSet:
         server.add_blob("dstream", self.patch.data)
         # Another patch for the same pair (smaller units): "the file changed on the server".
         server.add_blob("dstream-other", ds.make_stream_patch(old, new, unit_max=512).data)
-        self.bad = damaged_stream(old, new)
+        self.bad = damaged_stream(old, new) | oversized_stream(self.patch.data)
         for name, data in self.bad.items():
             server.add_blob(f"dstream-bad-{name}", data)
 
@@ -410,7 +431,7 @@ class StreamSet:
             "url": f"{base}/blob/dstream",
             "drop_url": f"{base}/dropfirst/dstream",
             "bad": {name: f"{base}/blob/dstream-bad-{name}" for name in self.bad},
-            "expect": dict(STREAM_BAD),
+            "expect": STREAM_BAD | STREAM_OVERSIZED,
             "patch_size": len(self.patch.data),
             "patch_md5": hashlib.md5(self.patch.data).hexdigest(),
             "units": h.units,

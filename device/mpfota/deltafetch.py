@@ -44,6 +44,18 @@ class _Sink:
         self.validator = None
         self.saved = 0
 
+    def check(self, h):
+        # Sizes the slots cannot hold are refused from the header, before the spare slot is
+        # erased (as a raw image larger than the slot is).
+        run = self.slot.running
+        cap = run.ioctl(4, 0) * run.ioctl(5, 0)
+        if h.from_size > cap:
+            raise PatchError("base is %d bytes, larger than the running slot (%d)"
+                             % (h.from_size, cap), True)
+        if h.to_size > self.slot.capacity:
+            raise PatchError("result is %d bytes, larger than the spare slot (%d)"
+                             % (h.to_size, self.slot.capacity))
+
     def checkpoint(self, state):
         patch_at, out_at, unit = state
         if out_at - self.saved < self.every:

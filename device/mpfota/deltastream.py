@@ -435,7 +435,8 @@ class Applier:
     bytes feed() takes next before it stops (so a caller may read them into a scratch area
     that step() then overwrites). end() says the patch is over. The sink takes the output the
     way the slot door does: space() is the free part of its sector buffer, advance(n) takes n
-    bytes written there (a full sector goes to flash); checkpoint(state) is about a unit
+    bytes written there (a full sector goes to flash); check(header), when the sink has it,
+    may refuse the patch's sizes before anything is made; checkpoint(state) is about a unit
     ending on a sector boundary, where state = (patch offset, output offset, next unit) is
     what resume() needs to carry on from there: it comes once the next unit's bytes are all
     in, before that unit is applied (nothing is written in between). read_old(pos, mv) fills
@@ -491,6 +492,9 @@ class Applier:
         if h.from_size >= _MAX_IMAGE or h.to_size >= _MAX_IMAGE:
             raise PatchError("unsupported layout (images of %d and %d bytes)"
                              % (h.from_size, h.to_size))
+        check = getattr(self.sink, "check", None)
+        if check is not None:
+            check(h)  # the sink refuses what it cannot hold, before any output is made
         self.h = h
         self.header = bytes(header[:HEADER_SIZE])
         st = self.st

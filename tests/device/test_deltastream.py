@@ -284,6 +284,8 @@ async def _refused(delta_stream, name):
     from mpfota import deltafetch, journal
     from mpfota.errors import FotaError
 
+    flash = vpartition.board().flash
+    before = flash.erases + flash.programs
     try:
         await deltafetch.fetch(delta_stream["bad"][name], retries=0)
     except FotaError as e:
@@ -293,10 +295,12 @@ async def _refused(delta_stream, name):
             assert "unit 0:" not in e.msg and e.reason == "base", e.msg  # found mid-stream
     else:
         raise AssertionError("bad patch %s was applied" % name)
+    written = flash.erases + flash.programs - before  # flash operations of the attempt
     assert vpartition.boot_record() is None, "nothing may be switched"
     assert journal.get("dl") is None, "a refused patch leaves no resume record"
     assert board.core_version() == delta_stream["old_version"]
     assert vb.reboot() == 0
+    return written
 
 
 async def test_refuses_bad_magic(delta_stream, delta_stream_board):
@@ -345,6 +349,18 @@ async def test_refuses_too_short(delta_stream, delta_stream_board):
 
 async def test_refuses_seek(delta_stream, delta_stream_board):
     await _refused(delta_stream, "seek")
+
+
+async def test_refuses_a_result_larger_than_the_slot_before_writing(delta_stream,
+                                                                     delta_stream_board):
+    # Refused from the header: no sector erased or programmed (the whole spare slot used to
+    # be written before the door found the overflow).
+    assert await _refused(delta_stream, "result_too_big") == 0
+
+
+async def test_refuses_a_base_larger_than_the_running_slot_before_writing(delta_stream,
+                                                                          delta_stream_board):
+    assert await _refused(delta_stream, "base_too_big") == 0
 
 
 def _apply_file(old_path, patch_path):
