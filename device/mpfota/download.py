@@ -118,7 +118,9 @@ async def _receive(slot, method, url, length, timeout_ms, retries, progress, che
                 if_range=validator if offset else None, deadline_ms=remaining, **request)
             try:
                 if resp.status not in (200, 206):
-                    text = _text(await resp.read(512))
+                    from mpfota.brief import body_text
+
+                    text = body_text(await resp.read(512))
                     return Result(resp.status, 0, text, resp.location, resp.retry_after), None
                 if pkg is not None:
                     await pkg.feed(resp, 0 if resp.status == 200 else offset)
@@ -228,15 +230,3 @@ async def _take(resp, slot, url, offset, length, progress, checkpoint, validator
     if total is not None and got < total:
         raise http.HTTPError(http.ERR_CLOSE, "connection closed at %d of %d bytes" % (got, total))
     return total if total is not None else got
-
-
-def _text(b):
-    # The start of an answer's body as text, for the caller's log. MicroPython's decode()
-    # ignores errors="replace" and raises: a character cut by the 512-byte limit is left out,
-    # and a body that is no UTF-8 at all keeps its ASCII bytes ("?" for the others).
-    for cut in range(4):
-        try:
-            return b[:len(b) - cut].decode()
-        except UnicodeError:
-            pass
-    return "".join([chr(c) if c < 0x80 else "?" for c in b])

@@ -95,7 +95,9 @@ async def test_no_update_answer_is_returned_not_raised(vboard, update_server):
     cut = "/status/404?body=" + "a" * 511 + "%E4%B8%ADx"  # "中" across byte 512
     r = await download.fetch(update_server["base"] + cut)
     assert r.status == 404 and r.body == "a" * 511
-    assert download._text(b"\x89PNG\r\n\x1a\n\xff") == "?PNG\r\n\x1a\n?", "no UTF-8 at all"
+    from mpfota.brief import body_text
+
+    assert body_text(b"\x89PNG\r\n\x1a\n\xff") == "?PNG\r\n\x1a\n?", "no UTF-8 at all"
     _unchanged(head)
 
 
