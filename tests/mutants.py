@@ -259,6 +259,14 @@ MUTANTS: tuple[Mutant, ...] = (
          DEVICE + "test_package.py::test_keep_file_default_installed_only_when_absent"),
     ),
     Mutant(
+        "delta-stream-sizes", "a streamed patch's sizes checked against the slots before writing",
+        "device/mpfota/deltafetch.py",
+        "        if h.to_size > self.slot.capacity:\n",
+        "        if False:\n",
+        (DEVICE + "test_deltastream.py::"
+         "test_refuses_a_result_larger_than_the_slot_before_writing",),
+    ),
+    Mutant(
         "aliyun-digestsign", "the RSA check of an Aliyun job's digestsign", "device/aliyun_ota.py",
         "    if not ok:\n        raise BadJob(STEP_VERIFY_FAILED, ",
         "    if False:\n        raise BadJob(STEP_VERIFY_FAILED, ",
